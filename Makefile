@@ -1,0 +1,72 @@
+# ESCO skill pipeline — every data path is a variable; defaults point at ../shared.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+ESCO ?= $(SHARED)/esco/v1.1.1
+JOBADS ?= $(SHARED)/jobads/nhs_jobs_2020.jsonl.gz $(SHARED)/jobads/tech_and_general_jobs.jsonl.gz
+BENCHMARK ?= $(SHARED)/benchmark/tech_validation_annotations.csv $(SHARED)/benchmark/house_validation_annotations.csv
+SPANS ?= $(SHARED)/spans/skillspan/dev.json $(SHARED)/spans/green/dev.json
+BUILD ?= build
+CORPUS_DIR ?= $(BUILD)/corpus
+BASE_DIR ?= $(BUILD)/base
+MODEL_DIR ?= $(BUILD)/model
+CONFIG ?= configs/default.cfg
+DIST_DIR ?= dist
+METRICS ?= $(BUILD)/metrics.json
+SAMPLE ?= corpora/fixtures/sample_job_ad.html
+LIMIT ?=
+MODELS ?= $(MODEL_DIR)
+TEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test corpus train evaluate bench package ablation assemble clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev,model,onnx]"
+	touch $@
+
+# The main job: build the default pipeline (matcher + untrained ranker) once, then show a sample ad's skills.
+run: install $(BASE_DIR)/meta.json
+	$(BIN)/python -m pipeline extract $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(SAMPLE) --table
+
+$(BASE_DIR)/meta.json:
+	$(BIN)/python -m pipeline assemble --esco $(ESCO) --output $(BASE_DIR)
+
+assemble: install
+	$(BIN)/python -m pipeline assemble --esco $(ESCO) --output $(BASE_DIR)
+
+test: install
+	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_ARGS)
+
+corpus: install
+	$(BIN)/python -m pipeline corpus $(JOBADS) --esco $(ESCO) --output $(CORPUS_DIR) $(if $(LIMIT),--limit $(LIMIT))
+
+train: install
+	$(BIN)/python -m pipeline train $(CONFIG) --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(MODEL_DIR) \
+		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK))
+
+evaluate: install
+	$(BIN)/python -m pipeline evaluate $(MODELS) $(BENCHMARK) $(SPANS) --output $(METRICS)
+
+bench: install
+	$(BIN)/python -m pipeline bench $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(JOBADS)
+
+package: install
+	$(BIN)/python -m pipeline package $(MODEL_DIR) --output $(DIST_DIR)
+
+ablation: install
+	$(BIN)/python -m pipeline ablation configs --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(BUILD)/ablation \
+		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK))
+
+clean:
+	rm -rf $(BUILD) $(DIST_DIR)

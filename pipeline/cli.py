@@ -1,0 +1,188 @@
+"""Command line: thin typer commands over importable functions. Only this layer prints and exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import ConfigError, EscoDataError, ModelNotFoundError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="ESCO skill extraction for job ads (spaCy).")
+
+ESCO_OPTION = typer.Option(Path("../shared/esco/v1.1.1"), "--esco", help="ESCO CSV export: folder, zips or CSVs.")
+KNOWN_ERRORS = (EscoDataError, ConfigError, ModelNotFoundError, FileNotFoundError)
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def assemble(
+    esco: Path = ESCO_OPTION,
+    output: Path = typer.Option(..., "--output", "-o", help="Pipeline folder to write."),
+    ranker: bool = typer.Option(True, "--ranker/--no-ranker", help="Add the (untrained) bi-encoder ranker."),
+    encoder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", help="Encoder name or local path."),
+) -> None:
+    """Build a pipeline folder (segmenter, normalizer, matcher, ranker) from the ESCO export."""
+    from .assemble import assemble as build
+
+    try:
+        nlp = build(esco, output, with_ranker=ranker, encoder=encoder)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    matcher = nlp.get_pipe("esco_skill_matcher")
+    typer.echo(f"wrote {output} with {nlp.pipe_names}")
+    typer.echo("label policy: " + json.dumps(matcher.policy_report))
+
+
+@app.command()
+def extract(
+    model: Path = typer.Argument(..., help="Pipeline folder or installed package name."),
+    input: Path = typer.Argument(..., help=".txt (one ad per file, or per line with --lines), .jsonl or .jsonl.gz"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output, one line per ad."),
+    csv_output: Optional[Path] = typer.Option(None, "--csv", help="Also write (ad, uri, label, score, explicit) CSV."),
+    text_field: str = typer.Option("description", help="JSONL field holding the ad text."),
+    id_field: str = typer.Option("id", help="JSONL field holding the ad id."),
+    lines: bool = typer.Option(False, "--lines", help="Treat each line of a .txt file as one ad."),
+    top_k: int = typer.Option(10, help="Skills per ad in the table / CSV."),
+    table: bool = typer.Option(False, "--table", help="Print a table of each ad's skills."),
+    batch_size: int = typer.Option(32),
+    n_process: int = typer.Option(1),
+) -> None:
+    """Find the ESCO skills in job ads."""
+    from .extract import extract_file
+
+    try:
+        extract_file(model, input, output, csv_path=csv_output, text_field=text_field, id_field=id_field,
+                     lines=lines, top_k=top_k, print_table=table, batch_size=batch_size, n_process=n_process)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+
+
+@app.command()
+def corpus(
+    inputs: List[Path] = typer.Argument(..., help="Job-ad files: .jsonl, .jsonl.gz or .txt"),
+    esco: Path = ESCO_OPTION,
+    output: Path = typer.Option(..., "--output", "-o", help="Corpus folder (datasets on disk + manifest.json)."),
+    limit: Optional[int] = typer.Option(None, help="Read at most this many ads (in total)."),
+    text_field: str = typer.Option("description"),
+    id_field: str = typer.Option("id"),
+    dev_fraction: float = typer.Option(0.05, help="Share of ads in the dev split."),
+    seed: int = typer.Option(0),
+    workers: int = typer.Option(2, help="Processes for cleaning and matching."),
+) -> None:
+    """Build the distant-supervision corpus (sentence → ESCO skills) from unlabelled job ads."""
+    from .corpus import build_corpus
+
+    try:
+        manifest = build_corpus(inputs, output, esco=esco, limit=limit, text_field=text_field, id_field=id_field,
+                                dev_fraction=dev_fraction, seed=seed, workers=workers)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(json.dumps(manifest.get("counts", {}), indent=2))
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Training config (configs/*.cfg)."),
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus folder from `corpus`."),
+    esco: Path = ESCO_OPTION,
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained pipeline."),
+    validation: List[Path] = typer.Option([], "--validation", help="Benchmark CSVs for model selection."),
+    overrides: List[str] = typer.Option([], "--set", help="Config overrides, e.g. --set training.max_steps=100"),
+    resume: bool = typer.Option(False, help="Resume from the last checkpoint in OUTPUT."),
+) -> None:
+    """Train the bi-encoder ranker from a config; write a loadable pipeline."""
+    from .training import train as run_training
+
+    try:
+        run_training(config, corpus, output, esco=esco, validation=validation, overrides=overrides, resume=resume)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Pipeline folder."),
+    files: List[Path] = typer.Argument(..., help="Benchmark CSVs and/or span JSONL files (recognised by content)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics JSON: {file: {metric: value}}"),
+) -> None:
+    """RP@5 / RP@10 / MRR on benchmark CSVs, span P/R/F1 (seqeval) on span files."""
+    from .evaluate import evaluate_files, format_table
+
+    try:
+        metrics = evaluate_files(model, files)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(format_table(metrics))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=2))
+
+
+@app.command()
+def bench(
+    model: Path = typer.Argument(..., help="Pipeline folder."),
+    jobads: List[Path] = typer.Argument(..., help="Job-ad files to draw sentences and ads from."),
+    sentences: int = typer.Option(2000, help="Sentences to time."),
+    ads: int = typer.Option(200, help="Whole ads to time."),
+    batch_size: int = typer.Option(64),
+    repeats: int = typer.Option(3),
+) -> None:
+    """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
+    from .bench import run_benchmarks
+
+    try:
+        run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+
+
+@app.command()
+def package(
+    model: Path = typer.Argument(..., help="Trained pipeline folder."),
+    output: Path = typer.Option(Path("dist"), "--output", "-o", help="Where the wheel goes."),
+    name: str = typer.Option("esco_skills"),
+    version: str = typer.Option("0.1.0"),
+) -> None:
+    """Build the pip-installable wheel en_esco_skills with `spacy package`."""
+    from .packaging import build_package
+
+    try:
+        wheel = build_package(model, output, name=name, version=version)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(f"wrote {wheel}")
+
+
+@app.command()
+def ablation(
+    configs: Path = typer.Argument(Path("configs"), help="Folder of training configs."),
+    corpus: Path = typer.Option(..., "--corpus"),
+    esco: Path = ESCO_OPTION,
+    output: Path = typer.Option(Path("build/ablation"), "--output", "-o"),
+    validation: List[Path] = typer.Option([], "--validation"),
+    seeds: List[int] = typer.Option([0], "--seed"),
+    overrides: List[str] = typer.Option([], "--set"),
+) -> None:
+    """Train every config with the same corpus, budget and seeds; print and save the table."""
+    from .ablation import run_ablation
+
+    try:
+        run_ablation(configs, corpus, esco, output, validation=validation, seeds=seeds, overrides=overrides)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

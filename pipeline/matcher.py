@@ -1,0 +1,352 @@
+"""``esco_skill_matcher``: literal matching of ESCO skill labels, linked to ESCO URIs.
+
+Matching is on normalized tokens (``token.norm_`` from ``esco_token_normalizer``: lower case + lookup lemma),
+with spaCy's PhraseMatcher, so "Managed budgets" finds *manage budgets*. Which labels become patterns is a
+visible, configurable policy (``LabelPolicy``), because ESCO's alternative labels include generic words
+("data", "lead", "access") that would otherwise swamp every ad.
+"""
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import srsly
+from spacy.lang.en.stop_words import STOP_WORDS
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
+
+from .errors import ConfigError
+from .predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
+from .taxonomy import EscoTaxonomy
+
+PATTERNS_FILE = "patterns.msgpack"
+MATCH_KEY = "ESCO_SKILL"
+KB_DIR = "kb"
+SHARED_LABEL_POLICIES = ("preferred", "all", "skip")
+_PARENTHETICAL = re.compile(r"\s*\([^)]*\)\s*$")
+
+
+@dataclass
+class LabelPolicy:
+    """Which ESCO labels are matched, and how a label shared by several skills is linked.
+
+    - ``use_alt_labels`` / ``use_hidden_labels``: match those label kinds at all.
+    - ``drop_single_word_alt_labels``: a one-word alternative label is kept only if it equals the preferred
+      label without its parenthetical ("python" for *Python (computer programming)*).
+    - ``drop_stopword_edges``: drop alternative labels that begin or end with a stop word ("ensure the safety of").
+    - ``case_sensitive_max_chars``: labels this short ("R", "C") only match with the exact case.
+    - ``shared_labels``: "preferred" links a shared label to the skills whose preferred label it is, if any, else to
+      all; "all" links every skill; "skip" drops shared labels.
+    - ``blocklist``: normalized labels never matched (measured generic terms).
+    """
+
+    use_alt_labels: bool = True
+    use_hidden_labels: bool = False
+    drop_single_word_alt_labels: bool = True
+    drop_stopword_edges: bool = True
+    case_sensitive_max_chars: int = 2
+    shared_labels: str = "preferred"
+    preferred_score: float = 1.0
+    alt_score: float = 0.9
+    blocklist: Sequence[str] = ()
+
+    def validate(self, component: str) -> None:
+        if self.shared_labels not in SHARED_LABEL_POLICIES:
+            raise ConfigError(
+                f"[components.{component}.label_policy] shared_labels must be one of {SHARED_LABEL_POLICIES}, "
+                f"got '{self.shared_labels}'"
+            )
+        for key in ("preferred_score", "alt_score"):
+            value = getattr(self, key)
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"[components.{component}.label_policy] {key} must be in (0, 1], got {value}")
+        if self.case_sensitive_max_chars < 0:
+            raise ConfigError(f"[components.{component}.label_policy] case_sensitive_max_chars must be >= 0")
+
+
+@dataclass
+class Pattern:
+    """One surface form: its normalized tokens, and the skills it links to (uri, is_preferred)."""
+
+    tokens: Tuple[str, ...]
+    case_sensitive: bool
+    skills: List[Tuple[str, bool]] = field(default_factory=list)
+
+
+def strip_parenthetical(label: str) -> str:
+    return _PARENTHETICAL.sub("", label).strip()
+
+
+class SkillMatcher:
+    def __init__(
+        self,
+        nlp: Language,
+        name: str = "esco_skill_matcher",
+        *,
+        label_policy: Optional[LabelPolicy] = None,
+        normalize: Optional[Callable[[str], List[str]]] = None,
+    ):
+        self.nlp = nlp
+        self.vocab = nlp.vocab
+        self.name = name
+        self.policy = label_policy or LabelPolicy()
+        self.policy.validate(name)
+        self.taxonomy: Optional[EscoTaxonomy] = None
+        self.patterns: Dict[str, Pattern] = {}
+        self.policy_report: Dict[str, int] = {}
+        self._normalize = normalize
+        self._matcher = PhraseMatcher(self.vocab, attr="NORM")
+        self._exact_matcher = PhraseMatcher(self.vocab, attr="ORTH")
+        register_extensions()
+
+    # ------------------------------------------------------------------ building
+    def initialize(
+        self,
+        get_examples: Optional[Callable] = None,
+        *,
+        nlp: Optional[Language] = None,
+        esco_path: Optional[str] = None,
+    ) -> None:
+        if esco_path is None:
+            raise ConfigError(
+                f"[initialize.components.{self.name}] esco_path is required: the folder or zips of the ESCO "
+                "CSV export (e.g. ../shared/esco/v1.1.1)."
+            )
+        self.set_taxonomy(EscoTaxonomy.from_esco(esco_path))
+
+    def set_taxonomy(self, taxonomy: EscoTaxonomy) -> None:
+        """Build the patterns from an already loaded knowledge base."""
+        self.taxonomy = taxonomy
+        self.patterns, self.policy_report = build_patterns(taxonomy, self.policy, self.normalize_label)
+        self._compile()
+
+    def normalize_label(self, label: str) -> List[str]:
+        """Tokenize and normalize a label exactly like a job-ad sentence."""
+        if self._normalize is not None:
+            return self._normalize(label)
+        doc = self.nlp.tokenizer.tokenizer(label) if hasattr(self.nlp.tokenizer, "tokenizer") else self.nlp.make_doc(label)
+        normalizer = self._normalizer()
+        return [normalizer.normal_form(t.text) if normalizer else t.lower_ for t in doc if not t.is_space]
+
+    def _normalizer(self):  # noqa: ANN202
+        for _, component in self.nlp.pipeline:
+            if hasattr(component, "normal_form"):
+                return component
+        return None
+
+    def _compile(self) -> None:
+        """Load the patterns into two PhraseMatchers as raw hash sequences.
+
+        All patterns share one match key and the pattern is recovered from the matched tokens: a key per
+        pattern would make spaCy create a lexeme per key, and a Doc per pattern costs more still (seconds at
+        load for 94k patterns, against a fraction of a second this way).
+        """
+        strings = self.vocab.strings
+        self._matcher = PhraseMatcher(self.vocab, attr="NORM")
+        self._exact_matcher = PhraseMatcher(self.vocab, attr="ORTH")
+        fuzzy = [[strings.add(t) for t in p.tokens] for p in self.patterns.values() if not p.case_sensitive]
+        exact = [[strings.add(t) for t in p.tokens] for p in self.patterns.values() if p.case_sensitive]
+        if fuzzy:
+            self._matcher.add(MATCH_KEY, fuzzy)
+        if exact:
+            self._exact_matcher.add(MATCH_KEY, exact)
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, doc: Doc) -> Doc:
+        if self.taxonomy is None:
+            raise ValueError(f"'{self.name}' is not initialized: call nlp.initialize() with an esco_path first.")
+        matches = self.match(doc)
+        doc.spans[SPANS_KEY] = [span for span, _ in matches]
+        set_predictions(doc, self.sentence_predictions(doc, matches))
+        return doc
+
+    def match(self, doc: Doc) -> List[Tuple[Span, float]]:
+        """Longest non-overlapping matches with their scores; a span linked to several skills comes once per skill."""
+        keys_at: Dict[Tuple[int, int], str] = {}
+        for _, start, end in self._exact_matcher(doc):
+            keys_at[(start, end)] = f"={doc[start:end].text}"
+        for _, start, end in self._matcher(doc):
+            keys_at.setdefault((start, end), " ".join(t.norm_ for t in doc[start:end]))
+        if not keys_at:
+            return []
+        kept = filter_spans([Span(doc, start, end) for start, end in keys_at])
+        matches: List[Tuple[Span, float]] = []
+        for span in sorted(kept, key=lambda s: s.start):
+            pattern = self.patterns[keys_at[(span.start, span.end)]]
+            for uri, preferred in pattern.skills:
+                score = self.policy.preferred_score if preferred else self.policy.alt_score
+                skill_type = self.taxonomy.skills[uri].skill_type or "skill/competence"
+                matches.append((Span(doc, span.start, span.end, label=skill_type, kb_id=uri),
+                                score / len(pattern.skills)))
+        return matches
+
+    def sentence_predictions(
+        self, doc: Doc, matches: Sequence[Tuple[Span, float]]
+    ) -> Dict[int, List[SkillPrediction]]:
+        """One explicit prediction per (sentence, skill); a shared label's score is split among its skills."""
+        starts = sentence_starts(doc)
+        per_sentence: Dict[int, Dict[str, SkillPrediction]] = {start: {} for start in set(starts)}
+        for span, score in matches:
+            preds = per_sentence[starts[span.start]]
+            pred = preds.get(span.kb_id_)
+            if pred is None:
+                preds[span.kb_id_] = SkillPrediction(span.kb_id_, self.taxonomy.label(span.kb_id_), score, True, [span])
+            else:
+                pred.score = max(pred.score, score)
+                pred.spans.append(span)
+        return {start: sorted(p.values(), key=lambda x: -x.score) for start, p in per_sentence.items()}
+
+    # ------------------------------------------------------------------ serialization
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.taxonomy is None:
+            raise ValueError(f"'{self.name}' has no knowledge base to save: initialize it first.")
+        self.taxonomy.to_disk(path / KB_DIR)
+        srsly.write_msgpack(
+            path / PATTERNS_FILE,
+            {
+                "policy": asdict(self.policy),
+                "report": self.policy_report,
+                "patterns": [[k, list(p.tokens), p.case_sensitive, [list(s) for s in p.skills]]
+                             for k, p in self.patterns.items()],
+            },
+        )
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillMatcher":
+        path = Path(path)
+        file = path / PATTERNS_FILE
+        if not file.exists():
+            raise FileNotFoundError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
+        self.taxonomy = EscoTaxonomy.from_disk(path / KB_DIR)
+        data = srsly.read_msgpack(file)
+        self.policy_report = data["report"]
+        self.patterns = {
+            key: Pattern(tuple(tokens), case_sensitive, [(u, bool(p)) for u, p in skills])
+            for key, tokens, case_sensitive, skills in data["patterns"]
+        }
+        self._compile()
+        return self
+
+
+def sentence_starts(doc: Doc) -> List[int]:
+    """For each token, the index of its sentence's first token (the whole doc if no boundaries are set)."""
+    if not doc.has_annotation("SENT_START"):
+        return [0] * len(doc)
+    out: List[int] = []
+    for sent in doc.sents:
+        out.extend([sent.start] * (sent.end - sent.start))
+    return out
+
+
+def build_patterns(
+    taxonomy: EscoTaxonomy, policy: LabelPolicy, normalize: Callable[[str], List[str]]
+) -> Tuple[Dict[str, Pattern], Dict[str, int]]:
+    """Apply the label policy; return patterns keyed by normalized form and counts of what was dropped why."""
+    report: Counter = Counter()
+    blocked = {" ".join(normalize(label)) for label in policy.blocklist}
+    candidates: Dict[str, Pattern] = {}
+    for uri, skill in taxonomy.skills.items():
+        forms = [(skill.preferred_label, True)]
+        short = strip_parenthetical(skill.preferred_label)
+        if short and short != skill.preferred_label:
+            forms.append((short, True))
+        if policy.use_alt_labels:
+            forms += [(label, False) for label in skill.alt_labels]
+        if policy.use_hidden_labels:
+            forms += [(label, False) for label in skill.hidden_labels]
+        preferred_forms = {" ".join(normalize(skill.preferred_label)), " ".join(normalize(short))}
+        for label, is_preferred in forms:
+            tokens = normalize(label)
+            if not tokens:
+                report["empty after tokenization"] += 1
+                continue
+            norm = " ".join(tokens)
+            if not is_preferred and norm in preferred_forms:
+                is_preferred = True
+            reason = _drop_reason(label, tokens, norm, is_preferred, policy, blocked)
+            if reason:
+                report[reason] += 1
+                continue
+            case_sensitive = len(label) <= policy.case_sensitive_max_chars
+            key = f"={label}" if case_sensitive else norm
+            pattern = candidates.setdefault(
+                key, Pattern(tuple([label] if case_sensitive else tokens), case_sensitive)
+            )
+            if uri not in {u for u, _ in pattern.skills}:
+                pattern.skills.append((uri, is_preferred))
+            elif is_preferred:
+                pattern.skills = [(u, p or u == uri) for u, p in pattern.skills]
+    patterns: Dict[str, Pattern] = {}
+    for key, pattern in candidates.items():
+        if len(pattern.skills) > 1:
+            report["shared labels"] += 1
+            if policy.shared_labels == "skip":
+                report["shared labels skipped"] += 1
+                continue
+            if policy.shared_labels == "preferred":
+                preferred = [(u, p) for u, p in pattern.skills if p]
+                if preferred:
+                    pattern.skills = preferred
+        patterns[key] = pattern
+    report["patterns"] = len(patterns)
+    report["skills with a pattern"] = len({u for p in patterns.values() for u, _ in p.skills})
+    return patterns, dict(report)
+
+
+def _drop_reason(
+    label: str, tokens: List[str], norm: str, is_preferred: bool, policy: LabelPolicy, blocked: set
+) -> Optional[str]:
+    if norm in blocked:
+        return "blocklisted"
+    if is_preferred:
+        return None
+    if policy.drop_single_word_alt_labels and len(tokens) == 1:
+        return "single-word alternative label"
+    if policy.drop_stopword_edges and (tokens[0] in STOP_WORDS or tokens[-1] in STOP_WORDS):
+        return "alternative label begins or ends with a stop word"
+    return None
+
+
+@Language.factory(
+    "esco_skill_matcher",
+    assigns=["doc.spans", "doc._.esco_skills", "doc._.esco_sentence_skills"],
+    requires=["token.norm"],
+    default_config={"label_policy": {"@misc": "esco.label_policy.v1"}},
+    default_score_weights={"esco_rp@5": 1.0},
+)
+def make_skill_matcher(nlp: Language, name: str, label_policy: LabelPolicy) -> SkillMatcher:
+    return SkillMatcher(nlp, name, label_policy=label_policy)
+
+
+def create_label_policy(
+    use_alt_labels: bool = True,
+    use_hidden_labels: bool = False,
+    drop_single_word_alt_labels: bool = True,
+    drop_stopword_edges: bool = True,
+    case_sensitive_max_chars: int = 2,
+    shared_labels: str = "preferred",
+    preferred_score: float = 1.0,
+    alt_score: float = 0.9,
+    blocklist: Sequence[str] = (),
+) -> LabelPolicy:
+    return LabelPolicy(
+        use_alt_labels=use_alt_labels,
+        use_hidden_labels=use_hidden_labels,
+        drop_single_word_alt_labels=drop_single_word_alt_labels,
+        drop_stopword_edges=drop_stopword_edges,
+        case_sensitive_max_chars=case_sensitive_max_chars,
+        shared_labels=shared_labels,
+        preferred_score=preferred_score,
+        alt_score=alt_score,
+        blocklist=list(blocklist),
+    )
+
+
+from spacy.util import registry  # noqa: E402 - registration at the end keeps the module readable
+
+registry.misc.register("esco.label_policy.v1", func=create_label_policy)

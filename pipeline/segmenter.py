@@ -1,0 +1,182 @@
+"""What turns a raw job ad into a spaCy Doc: HTML-aware tokenizer, sentence boundaries, language flag.
+
+No trained spaCy model is needed: sentence boundaries come from rules — a line break (paragraph, list item,
+bullet) always starts a sentence, and sentence-final punctuation followed by a non-punctuation token does too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+from spacy.language import Language
+from spacy.tokenizer import Tokenizer
+from spacy.tokens import Doc
+from spacy.util import registry
+
+from .text import clean_job_ad, english_score
+
+DEFAULT_PUNCT = (".", "!", "?", ";", "…", "。")
+# spaCy's own guard (1M chars) protects parsers; our pipeline is linear in length, so allow far more.
+DEFAULT_MAX_LENGTH = 100_000_000
+
+
+class JobAdTokenizer:
+    """Wraps spaCy's rule tokenizer; cleans HTML, entities, mojibake and bullets first.
+
+    ``doc.text`` is therefore the cleaned text: offsets in predictions refer to it, not to the raw HTML.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, clean: bool = True):
+        self.tokenizer = tokenizer
+        self.clean = clean
+
+    @property
+    def vocab(self):  # noqa: ANN201 - mirrors spaCy's Tokenizer
+        return self.tokenizer.vocab
+
+    def __call__(self, text: str) -> Doc:
+        return self.tokenizer(clean_job_ad(text) if self.clean else text)
+
+    def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterable[Doc]:
+        for text in texts:
+            yield self(text)
+
+    def to_disk(self, path: Union[str, Path], **kwargs) -> None:
+        self.tokenizer.to_disk(path, **kwargs)
+
+    def from_disk(self, path: Union[str, Path], **kwargs) -> "JobAdTokenizer":
+        self.tokenizer.from_disk(path, **kwargs)
+        return self
+
+    def to_bytes(self, **kwargs) -> bytes:
+        return self.tokenizer.to_bytes(**kwargs)
+
+    def from_bytes(self, data: bytes, **kwargs) -> "JobAdTokenizer":
+        self.tokenizer.from_bytes(data, **kwargs)
+        return self
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - rules, prefix_search etc. of the wrapped tokenizer
+        if name == "tokenizer":
+            raise AttributeError(name)
+        return getattr(self.tokenizer, name)
+
+
+def create_job_ad_tokenizer(clean_html: bool = True) -> Callable[[Language], JobAdTokenizer]:
+    """Registered as ``esco.job_ad_tokenizer.v1`` (entry point ``spacy_tokenizers``)."""
+
+    def make(nlp: Language) -> JobAdTokenizer:
+        base = registry.tokenizers.get("spacy.Tokenizer.v1")()(nlp)
+        return JobAdTokenizer(base, clean=clean_html)
+
+    return make
+
+
+def create_allow_long_documents(max_length: int = DEFAULT_MAX_LENGTH) -> Callable[[Language], Language]:
+    """``[nlp.after_creation]`` callback: raise spaCy's max_length so whole huge ads go through."""
+
+    def after_creation(nlp: Language) -> Language:
+        nlp.max_length = max_length
+        return nlp
+
+    return after_creation
+
+
+class JobAdSegmenter:
+    """Sets sentence starts and ``doc._.english_score`` / ``doc._.is_english``.
+
+    Non-English text is not dropped (a user may still want the literal matches), but it is flagged and a
+    ``UserWarning`` is raised once per document so that it never becomes silent garbage.
+    """
+
+    def __init__(
+        self,
+        name: str = "esco_job_ad_segmenter",
+        *,
+        punct_chars: Sequence[str] = DEFAULT_PUNCT,
+        english_threshold: float = 0.15,
+        min_words_for_language_check: int = 8,
+        warn_non_english: bool = True,
+    ):
+        if not 0.0 <= english_threshold <= 1.0:
+            raise ValueError(f"[components.{name}] english_threshold must be in [0, 1], got {english_threshold}")
+        self.name = name
+        self.punct_chars = frozenset(punct_chars)
+        self.english_threshold = english_threshold
+        self.min_words = min_words_for_language_check
+        self.warn_non_english = warn_non_english
+        register_segmenter_extensions()
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_sentence_starts(doc)
+        words = sum(1 for token in doc if token.is_alpha)
+        score = english_score(doc.text) if words >= self.min_words else 1.0
+        doc._.english_score = score
+        doc._.is_english = score >= self.english_threshold
+        if not doc._.is_english and self.warn_non_english:
+            warnings.warn(
+                f"Text does not look like English (function-word share {score:.2f} < {self.english_threshold}): "
+                f"'{doc.text[:60]}…'. ESCO labels here are English, so expect few and unreliable skills. "
+                "Check doc._.is_english to filter such ads.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return doc
+
+    def set_sentence_starts(self, doc: Doc) -> None:
+        start_next = True
+        for token in doc:
+            if token.is_space:
+                token.is_sent_start = start_next or token.i == 0
+                if "\n" in token.text:
+                    start_next = True
+                continue
+            token.is_sent_start = start_next
+            start_next = token.text in self.punct_chars or ("\n" in token.whitespace_)
+            if start_next and token.i + 1 < len(doc) and doc[token.i + 1].text in self.punct_chars:
+                start_next = False
+
+    # Stateless: nothing to serialize beyond the config.
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "JobAdSegmenter":
+        return self
+
+
+def register_segmenter_extensions() -> None:
+    for name, default in (("english_score", None), ("is_english", None)):
+        if not Doc.has_extension(name):
+            Doc.set_extension(name, default=default)
+
+
+@Language.factory(
+    "esco_job_ad_segmenter",
+    assigns=["token.is_sent_start", "doc._.is_english", "doc._.english_score"],
+    default_config={
+        "punct_chars": list(DEFAULT_PUNCT),
+        "english_threshold": 0.15,
+        "min_words_for_language_check": 8,
+        "warn_non_english": True,
+    },
+)
+def make_job_ad_segmenter(
+    nlp: Language,
+    name: str,
+    punct_chars: list,
+    english_threshold: float,
+    min_words_for_language_check: int,
+    warn_non_english: bool,
+) -> JobAdSegmenter:
+    return JobAdSegmenter(
+        name,
+        punct_chars=punct_chars,
+        english_threshold=english_threshold,
+        min_words_for_language_check=min_words_for_language_check,
+        warn_non_english=warn_non_english,
+    )
+
+
+registry.tokenizers.register("esco.job_ad_tokenizer.v1", func=create_job_ad_tokenizer)
+registry.callbacks.register("esco.allow_long_documents.v1", func=create_allow_long_documents)

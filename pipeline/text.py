@@ -1,0 +1,150 @@
+"""Job-ad text clean-up shared by the tokenizer (what ``nlp(ad)`` sees) and the corpus builder.
+
+Ads arrive as HTML (NHS), as plain text with bullets, or with mojibake from a bad re-encoding. Everything that
+separates items visually (paragraphs, list items, line breaks, bullets) becomes a newline, which the segmenter
+treats as a sentence boundary.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+from typing import Iterable, List
+
+BLOCK_TAGS = frozenset(
+    "p div br li ul ol tr td th table h1 h2 h3 h4 h5 h6 section article header footer dt dd blockquote hr".split()
+)
+SKIP_TAGS = frozenset(("script", "style", "head", "title", "noscript"))
+_HTML_HINT = re.compile(r"<\s*/?\s*(?:p|br|li|ul|ol|div|span|strong|b|i|em|table|tr|td|h[1-6])\b[^>]*>|&(?:[a-z]+|#\d+);", re.I)
+_BULLETS = re.compile(r"(?:^|(?<=\s))[\u2022\u25CF\u25AA\u25E6\u2023\u2043\u2219\u00B7\u25A0\u25BA\u27A2\u2713\u2714\uf0b7*]+\s*")
+_DASH_BULLET = re.compile(r"(?m)^\s*[-\u2013\u2014>]\s+")
+_SPACES = re.compile(r"[ \t\u00A0\u2000-\u200B\u202F\u205F\u3000]+")
+_BLANK_LINES = re.compile(r"\s*\n\s*")
+# Common UTF-8-read-as-cp1252 sequences; a full re-decode is tried first.
+_MOJIBAKE_HINT = re.compile("[\u00c2\u00c3\u00e2][\u0080-\u00bf\u201a-\u203a\u2122\u20ac]")
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: List[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:  # noqa: ANN001 - HTMLParser's signature
+        if tag in SKIP_TAGS:
+            self._skip += 1
+        elif tag in BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif tag in BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs) -> None:  # noqa: ANN001
+        if tag in BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def looks_like_html(text: str) -> bool:
+    return bool(_HTML_HINT.search(text))
+
+
+def html_to_text(text: str) -> str:
+    """Strip tags, decode entities; block-level tags become newlines."""
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def fix_mojibake(text: str) -> str:
+    """Undo UTF-8 text that was decoded as cp1252/latin-1 ("â€™" → "’"), only where that round-trips."""
+    if not _MOJIBAKE_HINT.search(text):
+        return text
+    for codec in ("cp1252", "latin-1"):
+        try:
+            return text.encode(codec).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue
+    return text
+
+
+def normalize_whitespace(text: str) -> str:
+    """Bullets and list dashes become line breaks; runs of spaces collapse; blank lines collapse."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _BULLETS.sub("\n", text)
+    text = _DASH_BULLET.sub("\n", text)
+    text = _SPACES.sub(" ", text)
+    text = _BLANK_LINES.sub("\n", text)
+    return text.strip()
+
+
+def clean_job_ad(text: str) -> str:
+    """The one clean-up every ad goes through: HTML → text, entities, mojibake, bullets, whitespace."""
+    if not text:
+        return ""
+    if looks_like_html(text):
+        text = html_to_text(text)
+    elif "&" in text:
+        text = html.unescape(text)
+    return normalize_whitespace(fix_mojibake(text))
+
+
+def split_long_line(line: str, max_chars: int) -> List[str]:
+    """Split a line longer than `max_chars` at sentence punctuation, then at separators, then hard."""
+    if len(line) <= max_chars:
+        return [line]
+    pieces: List[str] = []
+    for pattern in (r"(?<=[.!?;])\s+", r"(?<=[,:])\s+|\s+[-|/]\s+", r"\s+"):
+        parts = re.split(pattern, line)
+        if len(parts) > 1:
+            current = ""
+            for part in parts:
+                if current and len(current) + 1 + len(part) > max_chars:
+                    pieces.append(current)
+                    current = part
+                else:
+                    current = f"{current} {part}" if current else part
+            if current:
+                pieces.append(current)
+            return [p for piece in pieces for p in split_long_line(piece, max_chars)]
+    return [line[i : i + max_chars] for i in range(0, len(line), max_chars)]
+
+
+# A small closed-class list is enough to tell English prose from other languages: every English sentence of
+# some length uses several of these, while French, German, Dutch, Polish etc. use almost none.
+ENGLISH_FUNCTION_WORDS = frozenset(
+    """a an the and or but of to in on at for with from by as is are was were be been being will would can
+    could should may must have has had do does did not no this that these those it its we you they our your
+    their he she his her who which what when where how all any some more most other such than then there
+    about into through during before after above below up down out over under again further also only very
+    just within across""".split()
+)
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def english_score(text: str) -> float:
+    """Share of word tokens that are English function words (0..1); about 0.3-0.5 for English prose."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return 0.0
+    return sum(word in ENGLISH_FUNCTION_WORDS for word in words) / len(words)
+
+
+def is_english(text: str, threshold: float = 0.15, min_words: int = 8) -> bool:
+    """Heuristic language check. Short texts (under `min_words` words) get the benefit of the doubt."""
+    words = _WORD.findall(text)
+    if len(words) < min_words:
+        return True
+    return english_score(text) >= threshold
+
+
+def iter_lines(text: str) -> Iterable[str]:
+    return (line.strip() for line in text.split("\n") if line.strip())
