@@ -15,7 +15,7 @@ from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
 from spacy.util import registry
 
-from .text import clean_job_ad, english_score
+from .text import clean_job_ad, english_score, is_english
 
 DEFAULT_PUNCT = (".", "!", "?", ";", "…", "。")
 # spaCy's own guard (1M chars) protects parsers; our pipeline is linear in length, so allow far more.
@@ -95,28 +95,27 @@ class JobAdSegmenter:
         name: str = "esco_job_ad_segmenter",
         *,
         punct_chars: Sequence[str] = DEFAULT_PUNCT,
-        english_threshold: float = 0.15,
+        min_foreign_share: float = 0.1,
         min_words_for_language_check: int = 8,
         warn_non_english: bool = True,
     ):
-        if not 0.0 <= english_threshold <= 1.0:
-            raise ValueError(f"[components.{name}] english_threshold must be in [0, 1], got {english_threshold}")
+        if not 0.0 <= min_foreign_share <= 1.0:
+            raise ValueError(f"[components.{name}] min_foreign_share must be in [0, 1], got {min_foreign_share}")
         self.name = name
         self.punct_chars = frozenset(punct_chars)
-        self.english_threshold = english_threshold
+        self.min_foreign_share = min_foreign_share
         self.min_words = min_words_for_language_check
         self.warn_non_english = warn_non_english
         register_segmenter_extensions()
 
     def __call__(self, doc: Doc) -> Doc:
         self.set_sentence_starts(doc)
-        words = sum(1 for token in doc if token.is_alpha)
-        score = english_score(doc.text) if words >= self.min_words else 1.0
-        doc._.english_score = score
-        doc._.is_english = score >= self.english_threshold
+        doc._.english_score = english_score(doc.text)
+        doc._.is_english = is_english(doc.text, self.min_foreign_share, self.min_words)
         if not doc._.is_english and self.warn_non_english:
             warnings.warn(
-                f"Text does not look like English (function-word share {score:.2f} < {self.english_threshold}): "
+                f"Text does not look like English (English function-word share {doc._.english_score:.2f}, "
+                "other languages' function words more frequent): "
                 f"'{doc.text[:60]}…'. ESCO labels here are English, so expect few and unreliable skills. "
                 "Check doc._.is_english to filter such ads.",
                 UserWarning,
@@ -156,7 +155,7 @@ def register_segmenter_extensions() -> None:
     assigns=["token.is_sent_start", "doc._.is_english", "doc._.english_score"],
     default_config={
         "punct_chars": list(DEFAULT_PUNCT),
-        "english_threshold": 0.15,
+        "min_foreign_share": 0.1,
         "min_words_for_language_check": 8,
         "warn_non_english": True,
     },
@@ -165,14 +164,14 @@ def make_job_ad_segmenter(
     nlp: Language,
     name: str,
     punct_chars: list,
-    english_threshold: float,
+    min_foreign_share: float,
     min_words_for_language_check: int,
     warn_non_english: bool,
 ) -> JobAdSegmenter:
     return JobAdSegmenter(
         name,
         punct_chars=punct_chars,
-        english_threshold=english_threshold,
+        min_foreign_share=min_foreign_share,
         min_words_for_language_check=min_words_for_language_check,
         warn_non_english=warn_non_english,
     )

@@ -118,8 +118,10 @@ def split_long_line(line: str, max_chars: int) -> List[str]:
     return [line[i : i + max_chars] for i in range(0, len(line), max_chars)]
 
 
-# A small closed-class list is enough to tell English prose from other languages: every English sentence of
-# some length uses several of these, while French, German, Dutch, Polish etc. use almost none.
+# Closed-class words tell languages apart: English prose uses many of the English ones and almost none of the
+# others. Job ads are often noun lists ("Life Assurance, Discounted Fitness Membership") with few function
+# words of any language, so a text is called non-English only when other languages' function words outnumber
+# the English ones — not merely when English ones are rare.
 ENGLISH_FUNCTION_WORDS = frozenset(
     """a an the and or but of to in on at for with from by as is are was were be been being will would can
     could should may must have has had do does did not no this that these those it its we you they our your
@@ -127,6 +129,14 @@ ENGLISH_FUNCTION_WORDS = frozenset(
     about into through during before after above below up down out over under again further also only very
     just within across""".split()
 )
+OTHER_FUNCTION_WORDS = frozenset(
+    """der die das den dem des und ist sind nicht mit für von zu auf ein eine einen wir sie ich oder auch bei
+    le la les et est sont des une un pour avec dans du au aux nous vous ou sur par pas qui
+    el los las y es son por para con una unos del al que como su sus pero más
+    il di che per non sono della nel gli
+    het een van en ook niet voor zijn wij bij naar
+    się nie jest oraz dla przez""".split()
+) - ENGLISH_FUNCTION_WORDS
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
@@ -138,12 +148,23 @@ def english_score(text: str) -> float:
     return sum(word in ENGLISH_FUNCTION_WORDS for word in words) / len(words)
 
 
-def is_english(text: str, threshold: float = 0.15, min_words: int = 8) -> bool:
-    """Heuristic language check. Short texts (under `min_words` words) get the benefit of the doubt."""
-    words = _WORD.findall(text)
-    if len(words) < min_words:
+def foreign_score(text: str) -> float:
+    """Share of word tokens that are function words of other European languages (German, French, ...)."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return 0.0
+    return sum(word in OTHER_FUNCTION_WORDS for word in words) / len(words)
+
+
+def is_english(text: str, min_foreign: float = 0.1, min_words: int = 8) -> bool:
+    """False only when other languages' function words are frequent and outnumber English ones.
+
+    Short texts (under `min_words` words) and noun lists get the benefit of the doubt.
+    """
+    if len(_WORD.findall(text)) < min_words:
         return True
-    return english_score(text) >= threshold
+    foreign = foreign_score(text)
+    return not (foreign >= min_foreign and foreign > english_score(text))
 
 
 def iter_lines(text: str) -> Iterable[str]:

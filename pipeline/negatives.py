@@ -1,0 +1,244 @@
+"""Negative sampling strategies for the contrastive ranker — one registered function per strategy.
+
+A strategy is named in the training config::
+
+    [training.negatives]
+    @negative_samplers = "esco.taxonomy_negatives.v1"
+    num_negatives = 4
+
+Each returns a ``NegativeSampler``: given a batch (positives, every gold skill of each sentence, and — for
+samplers that need it — the current embeddings), it returns skill indices per example that are never a gold
+skill of that example. Other packages can add strategies through the ``thinc_negative_samplers`` entry point.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from spacy.util import registry
+
+from .errors import ConfigError
+from .taxonomy import EscoTaxonomy
+
+if not hasattr(registry, "negative_samplers"):
+    registry.create("negative_samplers", entry_points=True)
+
+
+@dataclass
+class SamplingContext:
+    """What a sampler may look at for one training batch.
+
+    positives[i]: skill index of example i's positive; gold[i]: every gold skill index of its sentence.
+    sentence_vectors: [B, D] detached sentence embeddings of this step (for hard negatives);
+    skill_vectors: [n_skills, D] the skill index as of the last refresh (None if not needed/available).
+    """
+
+    positives: Sequence[int]
+    gold: Sequence[frozenset]
+    rng: random.Random
+    sentence_vectors: Optional[np.ndarray] = None
+    skill_vectors: Optional[np.ndarray] = None
+
+
+class NegativeSampler:
+    """Base class: subclasses implement ``sample``; ``needs_index`` asks the trainer for skill embeddings."""
+
+    name = "base"
+    needs_index = False
+
+    def bind(self, taxonomy: EscoTaxonomy, uris: Sequence[str]) -> None:
+        """Called once before training with the skill order used for indices."""
+        self.taxonomy = taxonomy
+        self.uris = list(uris)
+        self.position = {uri: i for i, uri in enumerate(self.uris)}
+
+    def sample(self, ctx: SamplingContext) -> List[List[int]]:
+        raise NotImplementedError
+
+    def describe(self) -> Dict[str, object]:
+        return {"strategy": self.name}
+
+
+def _check_count(value: int, key: str) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise ConfigError(f"[training.negatives] {key} must be a non-negative integer, got {value!r}")
+
+
+def _fill_random(chosen: List[int], n: int, n_skills: int, forbidden: frozenset, rng: random.Random) -> List[int]:
+    """Top up with uniform random skills (never gold, never repeated)."""
+    taken = set(chosen)
+    while len(chosen) < n:
+        candidate = rng.randrange(n_skills)
+        if candidate not in forbidden and candidate not in taken:
+            chosen.append(candidate)
+            taken.add(candidate)
+    return chosen
+
+
+class RandomNegatives(NegativeSampler):
+    name = "random"
+
+    def __init__(self, num_negatives: int):
+        _check_count(num_negatives, "num_negatives")
+        self.num_negatives = num_negatives
+
+    def sample(self, ctx: SamplingContext) -> List[List[int]]:
+        return [_fill_random([], self.num_negatives, len(self.uris), gold, ctx.rng) for gold in ctx.gold]
+
+    def describe(self) -> Dict[str, object]:
+        return {"strategy": self.name, "num_negatives": self.num_negatives}
+
+
+class InBatchNegatives(NegativeSampler):
+    """The other examples' positives (minus this sentence's gold skills): free, already embedded."""
+
+    name = "in_batch"
+
+    def __init__(self, max_negatives: int = 0):
+        _check_count(max_negatives, "max_negatives")
+        self.max_negatives = max_negatives  # 0 = all
+
+    def sample(self, ctx: SamplingContext) -> List[List[int]]:
+        out = []
+        unique = list(dict.fromkeys(ctx.positives))
+        for pos, gold in zip(ctx.positives, ctx.gold):
+            others = [p for p in unique if p != pos and p not in gold]
+            if self.max_negatives and len(others) > self.max_negatives:
+                others = ctx.rng.sample(others, self.max_negatives)
+            out.append(others)
+        return out
+
+    def describe(self) -> Dict[str, object]:
+        return {"strategy": self.name, "max_negatives": self.max_negatives}
+
+
+class TaxonomyNegatives(NegativeSampler):
+    """Skills sharing a broader ESCO concept with the positive; further up the hierarchy when too few."""
+
+    name = "taxonomy"
+
+    def __init__(self, num_negatives: int, max_levels: int = 3):
+        _check_count(num_negatives, "num_negatives")
+        self.num_negatives, self.max_levels = num_negatives, max_levels
+        self._cache: Dict[int, List[int]] = {}
+
+    def relatives(self, skill: int) -> List[int]:
+        if skill not in self._cache:
+            uris = self.taxonomy.relatives(self.uris[skill], min_count=self.num_negatives, max_levels=self.max_levels)
+            self._cache[skill] = [self.position[u] for u in uris if u in self.position]
+        return self._cache[skill]
+
+    def sample(self, ctx: SamplingContext) -> List[List[int]]:
+        out = []
+        for pos, gold in zip(ctx.positives, ctx.gold):
+            pool = [s for s in self.relatives(pos) if s not in gold]
+            out.append(ctx.rng.sample(pool, min(self.num_negatives, len(pool))))
+        return out
+
+    def describe(self) -> Dict[str, object]:
+        return {"strategy": self.name, "num_negatives": self.num_negatives, "max_levels": self.max_levels}
+
+
+class HardNegatives(NegativeSampler):
+    """Skills nearest to the sentence by the current encoder, gold excluded, likely false negatives skipped.
+
+    A candidate is skipped when its similarity exceeds ``max_relative_score`` × the positive's similarity
+    (sentence-transformers' ``relative_margin`` idea): the nearest skills are often right but unlabelled.
+    ``skip_top`` drops the very nearest ranks for the same reason. The trainer refreshes the index every
+    ``refresh_every`` steps.
+    """
+
+    name = "hard"
+    needs_index = True
+
+    def __init__(self, num_negatives: int, candidates: int = 50, skip_top: int = 3,
+                 max_relative_score: float = 0.95, refresh_every: int = 100):
+        _check_count(num_negatives, "num_negatives")
+        _check_count(skip_top, "skip_top")
+        if candidates < num_negatives + skip_top:
+            raise ConfigError("[training.negatives] candidates must be >= num_negatives + skip_top")
+        if not 0.0 < max_relative_score <= 1.0:
+            raise ConfigError(f"[training.negatives] max_relative_score must be in (0, 1], got {max_relative_score}")
+        if refresh_every < 1:
+            raise ConfigError(f"[training.negatives] refresh_every must be >= 1, got {refresh_every}")
+        self.num_negatives, self.candidates, self.skip_top = num_negatives, candidates, skip_top
+        self.max_relative_score, self.refresh_every = max_relative_score, refresh_every
+
+    def sample(self, ctx: SamplingContext) -> List[List[int]]:
+        if ctx.sentence_vectors is None or ctx.skill_vectors is None:
+            raise ValueError("hard negatives need the sentence and skill embeddings of the step")
+        sims = ctx.sentence_vectors @ ctx.skill_vectors.T  # [B, n_skills]
+        k = min(self.candidates, sims.shape[1] - 1)
+        top = np.argpartition(-sims, k, axis=1)[:, :k]
+        out = []
+        for row, (pos, gold) in enumerate(zip(ctx.positives, ctx.gold)):
+            ranked = top[row][np.argsort(-sims[row, top[row]])]
+            ceiling = self.max_relative_score * float(sims[row, pos])
+            pool = [int(s) for s in ranked[self.skip_top:] if s not in gold and sims[row, s] < ceiling]
+            out.append(pool[: self.num_negatives])
+        return out
+
+    def describe(self) -> Dict[str, object]:
+        return {"strategy": self.name, "num_negatives": self.num_negatives, "candidates": self.candidates,
+                "skip_top": self.skip_top, "max_relative_score": self.max_relative_score,
+                "refresh_every": self.refresh_every}
+
+
+class MixtureNegatives(NegativeSampler):
+    """Union of several strategies; each contributes its own share, duplicates removed."""
+
+    name = "mixture"
+
+    def __init__(self, samplers: Dict[str, NegativeSampler]):
+        if not samplers:
+            raise ConfigError("[training.negatives.samplers] a mixture needs at least one strategy")
+        for key, sampler in samplers.items():
+            if not isinstance(sampler, NegativeSampler):
+                raise ConfigError(f"[training.negatives.samplers.{key}] is not a negative sampler: {sampler!r}")
+        self.samplers = dict(samplers)
+        self.needs_index = any(s.needs_index for s in self.samplers.values())
+        self.refresh_every = min((getattr(s, "refresh_every", 10**9) for s in self.samplers.values()))
+
+    def bind(self, taxonomy: EscoTaxonomy, uris: Sequence[str]) -> None:
+        super().bind(taxonomy, uris)
+        for sampler in self.samplers.values():
+            sampler.bind(taxonomy, uris)
+
+    def sample(self, ctx: SamplingContext) -> List[List[int]]:
+        merged: List[List[int]] = [[] for _ in ctx.positives]
+        for sampler in self.samplers.values():
+            for row, negatives in enumerate(sampler.sample(ctx)):
+                merged[row].extend(negatives)
+        return [list(dict.fromkeys(row)) for row in merged]
+
+    def describe(self) -> Dict[str, object]:
+        return {"strategy": self.name, "samplers": {k: s.describe() for k, s in self.samplers.items()}}
+
+
+@registry.negative_samplers("esco.random_negatives.v1")
+def create_random_negatives(num_negatives: int = 4) -> NegativeSampler:
+    return RandomNegatives(num_negatives)
+
+
+@registry.negative_samplers("esco.in_batch_negatives.v1")
+def create_in_batch_negatives(max_negatives: int = 0) -> NegativeSampler:
+    return InBatchNegatives(max_negatives)
+
+
+@registry.negative_samplers("esco.taxonomy_negatives.v1")
+def create_taxonomy_negatives(num_negatives: int = 4, max_levels: int = 3) -> NegativeSampler:
+    return TaxonomyNegatives(num_negatives, max_levels)
+
+
+@registry.negative_samplers("esco.hard_negatives.v1")
+def create_hard_negatives(num_negatives: int = 4, candidates: int = 50, skip_top: int = 3,
+                          max_relative_score: float = 0.95, refresh_every: int = 100) -> NegativeSampler:
+    return HardNegatives(num_negatives, candidates, skip_top, max_relative_score, refresh_every)
+
+
+@registry.negative_samplers("esco.mixture_negatives.v1")
+def create_mixture_negatives(samplers: Dict[str, NegativeSampler]) -> NegativeSampler:
+    return MixtureNegatives(samplers)

@@ -1,0 +1,84 @@
+"""``make package``: a pip-installable wheel ``en_esco_skills`` of a trained pipeline, built by ``spacy package``.
+
+Everything the pipeline needs travels inside it: the ESCO knowledge base and patterns (matcher), the encoder
+weights and the skill index (ranker). The wheel depends on this distribution (found by ``spacy package`` from
+the factories' module), whose entry points provide the components, so ``spacy.load("en_esco_skills")`` works
+offline after ``pip install``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+import srsly
+
+from . import ESCO_ATTRIBUTION, __version__
+from .errors import EscoDataError
+
+DISTRIBUTION = "esco-skill-pipeline"
+LICENSE = "MIT (code); ESCO data: European Commission, reuse allowed with attribution"
+
+
+def package_meta(meta: Dict, name: str, version: str) -> Dict:
+    """Add what a user of the wheel should see: ESCO version and attribution, license, how it was trained."""
+    meta = dict(meta)
+    esco = dict(meta.get("esco", {}))
+    meta.update(
+        name=name,
+        version=version,
+        description=(
+            "Finds the ESCO skills a job ad asks for: explicit skill spans (literal ESCO label matching) and "
+            "implicit skills per sentence and per ad (a bi-encoder trained by distant supervision). "
+            + ESCO_ATTRIBUTION
+        ),
+        license=LICENSE,
+        author=meta.get("author") or "esco-skill-pipeline contributors",
+        sources=[
+            {"name": f"ESCO classification {esco.get('version', '')}".strip(),
+             "url": "https://esco.ec.europa.eu/en/use-esco/download",
+             "license": "European Commission reuse policy: reuse allowed with attribution",
+             "attribution": ESCO_ATTRIBUTION},
+            {"name": "sentence-transformers/all-MiniLM-L6-v2", "license": "Apache-2.0"},
+        ],
+    )
+    requirements = [r for r in meta.get("requirements", []) if not r.startswith(DISTRIBUTION)]
+    meta["requirements"] = requirements + [f"{DISTRIBUTION}>={__version__}"]
+    esco["attribution"] = ESCO_ATTRIBUTION
+    meta["esco"] = esco
+    return meta
+
+
+def build_package(model_dir: Path, output: Path, *, name: str = "esco_skills", version: str = "0.1.0",
+                  wheel: bool = True) -> Path:
+    """Copy the pipeline, complete its meta, run ``spacy package`` and return the wheel (or package folder)."""
+    from spacy.cli.package import package
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "meta.json").exists() or not (model_dir / "config.cfg").exists():
+        raise EscoDataError(f"'{model_dir}' is not a pipeline folder (no meta.json/config.cfg): run `make train` "
+                            "or `python -m pipeline assemble` first.")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "pipeline"
+        shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns("*.checkpoint", "training_log.jsonl"))
+        meta = package_meta(srsly.read_json(staged / "meta.json"), name, version)
+        srsly.write_json(staged / "meta.json", meta)
+        build_dir = Path(tmp) / "build"
+        build_dir.mkdir()
+        package(staged, build_dir, name=name, version=version, create_sdist=False, create_wheel=wheel,
+                force=True, silent=True, require_parent=True)
+        package_dir = build_dir / f"{meta['lang']}_{name}-{version}"
+        if not wheel:
+            target = output / package_dir.name
+            shutil.rmtree(target, ignore_errors=True)
+            return Path(shutil.copytree(package_dir, target))
+        wheels = sorted((package_dir / "dist").glob("*.whl"))
+        if not wheels:
+            raise EscoDataError(f"spacy package produced no wheel in {package_dir / 'dist'}")
+        target = output / wheels[0].name
+        shutil.copy2(wheels[0], target)
+        return target

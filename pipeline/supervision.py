@@ -1,0 +1,195 @@
+"""Where positive (text → skill) pairs come from — pluggable like the negatives.
+
+Job ads mention only ~1,200 of the 13,896 skills literally, so a ranker trained on the corpus alone can forget
+the rest. ESCO's own text is weak supervision for every skill: an alternative label names its skill, a
+description describes it, and an occupation's essential skills are what its ads ask for. Each source is a
+registered function named in ``[training.supervision.<name>]``::
+
+    [training.supervision.corpus]
+    @supervision_sources = "esco.corpus_pairs.v1"
+    max_pairs_per_skill = 50
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from spacy.util import registry
+
+from .errors import ConfigError
+from .taxonomy import EscoTaxonomy
+
+if not hasattr(registry, "supervision_sources"):
+    registry.create("supervision_sources", entry_points=True)
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    text: str
+    skill: int  # index of the positive skill
+    gold: frozenset  # every skill index that is right for this text (never used as a negative)
+    mentions: Tuple[Tuple[int, int], ...] = ()  # character offsets the trainer may mask
+    source: str = ""
+
+
+@dataclass
+class SupervisionContext:
+    taxonomy: EscoTaxonomy
+    uris: Sequence[str]
+    corpus_dir: Optional[Path]
+    rng: random.Random
+
+    def __post_init__(self) -> None:
+        self.position = {uri: i for i, uri in enumerate(self.uris)}
+
+
+class PairSource:
+    name = "base"
+
+    def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
+        raise NotImplementedError
+
+
+def _check_positive(value: int, key: str, allow_zero: bool = True) -> None:
+    if not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"[training.supervision] {key} must be a {'non-negative' if allow_zero else 'positive'} "
+                          f"integer, got {value!r}")
+
+
+def _cap(pairs: List[TrainingPair], max_pairs: int, rng: random.Random) -> List[TrainingPair]:
+    rng.shuffle(pairs)
+    return pairs[:max_pairs] if max_pairs else pairs
+
+
+class CorpusPairs(PairSource):
+    """(sentence, mentioned skill) from the distant-supervision corpus, frequent skills capped."""
+
+    name = "corpus"
+
+    def __init__(self, split: str = "train", max_pairs_per_skill: int = 50, max_pairs: int = 0):
+        _check_positive(max_pairs_per_skill, "max_pairs_per_skill")
+        _check_positive(max_pairs, "max_pairs")
+        self.split, self.max_pairs_per_skill, self.max_pairs = split, max_pairs_per_skill, max_pairs
+
+    def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
+        from .corpus import load_corpus
+
+        if ctx.corpus_dir is None:
+            raise ConfigError("[training.supervision.corpus] needs a corpus folder (--corpus / CORPUS_DIR)")
+        data = load_corpus(ctx.corpus_dir)
+        if self.split not in data:
+            raise ConfigError(f"[training.supervision.corpus] split '{self.split}' not in {list(data)}")
+        by_skill: Dict[int, List[TrainingPair]] = defaultdict(list)
+        for row in data[self.split]:
+            gold = frozenset(ctx.position[u] for u in row["uris"] if u in ctx.position)
+            spans = tuple((m["start"], m["end"]) for m in row["mentions"])
+            for uri in row["uris"]:
+                if uri in ctx.position:
+                    by_skill[ctx.position[uri]].append(TrainingPair(row["text"], ctx.position[uri], gold, spans,
+                                                                    self.name))
+        pairs: List[TrainingPair] = []
+        for skill_pairs in by_skill.values():
+            pairs.extend(_cap(skill_pairs, self.max_pairs_per_skill, ctx.rng))
+        return _cap(pairs, self.max_pairs, ctx.rng)
+
+
+class AltLabelPairs(PairSource):
+    """(alternative label, its skill): teaches every skill's vocabulary, including the 12k no ad mentions."""
+
+    name = "alt_labels"
+
+    def __init__(self, per_skill: int = 1, max_pairs: int = 5000):
+        _check_positive(per_skill, "per_skill", allow_zero=False)
+        _check_positive(max_pairs, "max_pairs")
+        self.per_skill, self.max_pairs = per_skill, max_pairs
+
+    def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
+        pairs = []
+        for uri, skill in ctx.taxonomy.skills.items():
+            alts = [a for a in skill.alt_labels if a.lower() != skill.preferred_label.lower()]
+            for label in ctx.rng.sample(alts, min(self.per_skill, len(alts))):
+                idx = ctx.position[uri]
+                pairs.append(TrainingPair(label, idx, frozenset([idx]), (), self.name))
+        return _cap(pairs, self.max_pairs, ctx.rng)
+
+
+class DescriptionPairs(PairSource):
+    """(first sentence of the description, its skill): how a skill is described rather than named."""
+
+    name = "descriptions"
+
+    def __init__(self, max_pairs: int = 5000, max_chars: int = 300):
+        _check_positive(max_pairs, "max_pairs")
+        self.max_pairs, self.max_chars = max_pairs, max_chars
+
+    def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
+        pairs = []
+        for uri, skill in ctx.taxonomy.skills.items():
+            if skill.description:
+                first = skill.description.split(". ")[0].strip()[: self.max_chars]
+                idx = ctx.position[uri]
+                pairs.append(TrainingPair(first, idx, frozenset([idx]), (), self.name))
+        return _cap(pairs, self.max_pairs, ctx.rng)
+
+
+class OccupationPairs(PairSource):
+    """(occupation label, one of its essential skills); every essential skill is gold for that text."""
+
+    name = "occupations"
+
+    def __init__(self, per_occupation: int = 2, max_pairs: int = 5000):
+        _check_positive(per_occupation, "per_occupation", allow_zero=False)
+        _check_positive(max_pairs, "max_pairs")
+        self.per_occupation, self.max_pairs = per_occupation, max_pairs
+
+    def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
+        if not ctx.taxonomy.occupations:
+            raise ConfigError("[training.supervision.occupations] the ESCO export has no occupation relations "
+                              "(occupations_en.csv, occupationSkillRelations.csv)")
+        pairs = []
+        for occupation in ctx.taxonomy.occupations.values():
+            skills = [ctx.position[u] for u in occupation.essential_skills if u in ctx.position]
+            gold = frozenset(skills)
+            for idx in ctx.rng.sample(skills, min(self.per_occupation, len(skills))):
+                pairs.append(TrainingPair(occupation.preferred_label, idx, gold, (), self.name))
+        return _cap(pairs, self.max_pairs, ctx.rng)
+
+
+@registry.supervision_sources("esco.corpus_pairs.v1")
+def create_corpus_pairs(split: str = "train", max_pairs_per_skill: int = 50, max_pairs: int = 0) -> PairSource:
+    return CorpusPairs(split, max_pairs_per_skill, max_pairs)
+
+
+@registry.supervision_sources("esco.alt_label_pairs.v1")
+def create_alt_label_pairs(per_skill: int = 1, max_pairs: int = 5000) -> PairSource:
+    return AltLabelPairs(per_skill, max_pairs)
+
+
+@registry.supervision_sources("esco.description_pairs.v1")
+def create_description_pairs(max_pairs: int = 5000, max_chars: int = 300) -> PairSource:
+    return DescriptionPairs(max_pairs, max_chars)
+
+
+@registry.supervision_sources("esco.occupation_pairs.v1")
+def create_occupation_pairs(per_occupation: int = 2, max_pairs: int = 5000) -> PairSource:
+    return OccupationPairs(per_occupation, max_pairs)
+
+
+def collect_pairs(sources: Dict[str, PairSource], ctx: SupervisionContext) -> Tuple[List[TrainingPair], Dict[str, int]]:
+    """All sources' pairs, shuffled together, with a count per source for the training log."""
+    pairs: List[TrainingPair] = []
+    counts: Dict[str, int] = {}
+    for key, source in sources.items():
+        if not isinstance(source, PairSource):
+            raise ConfigError(f"[training.supervision.{key}] is not a supervision source: {source!r}")
+        got = source.pairs(ctx)
+        counts[key] = len(got)
+        pairs.extend(got)
+    if not pairs:
+        raise ConfigError("[training.supervision] produced no training pairs: is the corpus empty?")
+    ctx.rng.shuffle(pairs)
+    return pairs, counts
