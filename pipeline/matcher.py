@@ -121,7 +121,9 @@ class SkillMatcher:
     def set_taxonomy(self, taxonomy: EscoTaxonomy) -> None:
         """Build the patterns from an already loaded knowledge base."""
         self.taxonomy = taxonomy
-        self.patterns, self.policy_report = build_patterns(taxonomy, self.policy, self.normalize_label)
+        self.patterns, self.policy_report = build_patterns(
+            taxonomy, self.policy, self.normalize_label, tokenize=self.label_orths
+        )
         self._compile()
 
     def normalize_label(self, label: str) -> List[str]:
@@ -131,6 +133,11 @@ class SkillMatcher:
         doc = self.nlp.tokenizer.tokenizer(label) if hasattr(self.nlp.tokenizer, "tokenizer") else self.nlp.make_doc(label)
         normalizer = self._normalizer()
         return [normalizer.normal_form(t.text) if normalizer else t.lower_ for t in doc if not t.is_space]
+
+    def label_orths(self, label: str) -> List[str]:
+        """A label's tokens as written ("C#" → "C", "#"): what a case-sensitive pattern must match."""
+        tokenizer = getattr(self.nlp.tokenizer, "tokenizer", self.nlp.tokenizer)
+        return [t.text for t in tokenizer(label) if not t.is_space]
 
     def _normalizer(self):  # noqa: ANN202
         for _, component in self.nlp.pipeline:
@@ -168,7 +175,7 @@ class SkillMatcher:
         """Longest non-overlapping matches with their scores; a span linked to several skills comes once per skill."""
         keys_at: Dict[Tuple[int, int], str] = {}
         for _, start, end in self._exact_matcher(doc):
-            keys_at[(start, end)] = f"={doc[start:end].text}"
+            keys_at[(start, end)] = "=" + " ".join(t.text for t in doc[start:end])
         for _, start, end in self._matcher(doc):
             keys_at.setdefault((start, end), " ".join(t.norm_ for t in doc[start:end]))
         if not keys_at:
@@ -244,9 +251,16 @@ def sentence_starts(doc: Doc) -> List[int]:
 
 
 def build_patterns(
-    taxonomy: EscoTaxonomy, policy: LabelPolicy, normalize: Callable[[str], List[str]]
+    taxonomy: EscoTaxonomy,
+    policy: LabelPolicy,
+    normalize: Callable[[str], List[str]],
+    tokenize: Optional[Callable[[str], List[str]]] = None,
 ) -> Tuple[Dict[str, Pattern], Dict[str, int]]:
-    """Apply the label policy; return patterns keyed by normalized form and counts of what was dropped why."""
+    """Apply the label policy; return patterns keyed by normalized form and counts of what was dropped why.
+
+    Case-sensitive patterns keep the label's tokens as written, split by `tokenize` (default: the whole label
+    as one token, which never matches a label the tokenizer splits, such as "C#").
+    """
     report: Counter = Counter()
     blocked = {" ".join(normalize(label)) for label in policy.blocklist}
     candidates: Dict[str, Pattern] = {}
@@ -273,10 +287,9 @@ def build_patterns(
                 report[reason] += 1
                 continue
             case_sensitive = len(label) <= policy.case_sensitive_max_chars
-            key = f"={label}" if case_sensitive else norm
-            pattern = candidates.setdefault(
-                key, Pattern(tuple([label] if case_sensitive else tokens), case_sensitive)
-            )
+            orths = tuple(tokenize(label) if tokenize else [label]) if case_sensitive else ()
+            key = "=" + " ".join(orths) if case_sensitive else norm
+            pattern = candidates.setdefault(key, Pattern(orths if case_sensitive else tuple(tokens), case_sensitive))
             if uri not in {u for u, _ in pattern.skills}:
                 pattern.skills.append((uri, is_preferred))
             elif is_preferred:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from spacy.util import registry
@@ -240,5 +240,6 @@ def create_hard_negatives(num_negatives: int = 4, candidates: int = 50, skip_top
 
 
 @registry.negative_samplers("esco.mixture_negatives.v1")
-def create_mixture_negatives(samplers: Dict[str, NegativeSampler]) -> NegativeSampler:
+def create_mixture_negatives(samplers: Dict[str, Any]) -> NegativeSampler:
+    # Typed Any: confection validates before resolving nested samplers; MixtureNegatives checks the types.
     return MixtureNegatives(samplers)

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
+import numpy
+from spacy.attrs import SENT_START
 from spacy.language import Language
 from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
@@ -124,17 +126,23 @@ class JobAdSegmenter:
         return doc
 
     def set_sentence_starts(self, doc: Doc) -> None:
+        # Written in one from_array call: Token.is_sent_start's setter scans the whole doc for a parse on
+        # every call, which made long ads quadratic (minutes for a 1M-character ad).
+        starts = []
         start_next = True
         for token in doc:
-            if token.is_space:
-                token.is_sent_start = start_next or token.i == 0
+            if token.is_space:  # whitespace closes the sentence before it, never opens one
+                starts.append(token.i == 0)
                 if "\n" in token.text:
                     start_next = True
                 continue
-            token.is_sent_start = start_next
+            starts.append(start_next)
             start_next = token.text in self.punct_chars or ("\n" in token.whitespace_)
             if start_next and token.i + 1 < len(doc) and doc[token.i + 1].text in self.punct_chars:
                 start_next = False
+        if starts:
+            values = numpy.asarray([1 if start else -1 for start in starts], dtype=numpy.int64)
+            doc.from_array([SENT_START], values.astype(numpy.uint64))
 
     # Stateless: nothing to serialize beyond the config.
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:

@@ -32,7 +32,7 @@ class TrainingPair:
     text: str
     skill: int  # index of the positive skill
     gold: frozenset  # every skill index that is right for this text (never used as a negative)
-    mentions: Tuple[Tuple[int, int], ...] = ()  # character offsets the trainer may mask
+    mentions: Tuple[Tuple[int, int, str], ...] = ()  # (start, end, uri) character offsets the trainer may mask
     source: str = ""
 
 
@@ -86,7 +86,7 @@ class CorpusPairs(PairSource):
         by_skill: Dict[int, List[TrainingPair]] = defaultdict(list)
         for row in data[self.split]:
             gold = frozenset(ctx.position[u] for u in row["uris"] if u in ctx.position)
-            spans = tuple((m["start"], m["end"]) for m in row["mentions"])
+            spans = tuple((m["start"], m["end"], m["uri"]) for m in row["mentions"])
             for uri in row["uris"]:
                 if uri in ctx.position:
                     by_skill[ctx.position[uri]].append(TrainingPair(row["text"], ctx.position[uri], gold, spans,

@@ -139,7 +139,12 @@ class EscoCsvSource:
         where = self.describe(name)
         path, member = self.locations[name]
         with self._open(path, member) as handle:
-            reader = csv.DictReader(handle)
+            # strict: an unterminated quote is an error, not a field that silently swallows the rest of the file
+            reader = csv.DictReader(handle, strict=True)
+            try:  # the header read decodes the first chunk: a non-UTF-8 file fails here, not in the row loop
+                reader.fieldnames
+            except (csv.Error, UnicodeDecodeError) as err:
+                raise EscoDataError(f"'{where}' is not a readable UTF-8 CSV file: {err}") from err
             if not reader.fieldnames:
                 raise EscoDataError(f"'{where}' is empty: expected a CSV header with {REQUIRED_COLUMNS[name]}.")
             missing = [col for col in REQUIRED_COLUMNS[name] if col not in reader.fieldnames]

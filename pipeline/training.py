@@ -157,7 +157,7 @@ def mask_text(pair: TrainingPair, probability: float, rng: random.Random, mask_t
         return pair.text
     from .corpus import mask_mentions
 
-    mentions = [{"start": s, "end": e} for s, e in pair.mentions]
+    mentions = [{"start": s, "end": e, "uri": u} for s, e, u in pair.mentions]
     return mask_mentions(pair.text, mentions, probability, rng, mask_token)
 
 

@@ -61,3 +61,20 @@ def matcher_nlp(matcher_dir):
     import spacy
 
     return spacy.load(matcher_dir)
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory, esco_path) -> Path:
+    """The default pipeline (matcher + untrained ranker) from the real ESCO export, saved to disk."""
+    from pipeline.assemble import assemble
+
+    out = tmp_path_factory.mktemp("full_pipeline")
+    assemble(esco_path, out, with_ranker=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_nlp(pipeline_dir):
+    import spacy
+
+    return spacy.load(pipeline_dir)
