@@ -89,5 +89,6 @@ def assemble(
 ) -> Language:
     nlp = build_pipeline(base_config(with_ranker, encoder), esco_path)
     if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         nlp.to_disk(output)
     return nlp

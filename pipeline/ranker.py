@@ -155,9 +155,10 @@ class SkillRanker:
             texts = [sent.text.strip() for _, sent in sentences]
             vectors = self.encoder.encode(texts) if texts else np.zeros((0, self.encoder.dim), np.float32)
             scores = np.clip(self.index.scores(vectors), 0.0, 1.0) if texts else vectors
-            per_doc: Dict[int, Dict[int, List[SkillPrediction]]] = {id(doc): {} for doc in batch}
+            # Sentences too short to rank keep what the matcher found in them.
+            per_doc: Dict[int, Dict[int, List[SkillPrediction]]] = {id(doc): doc._.esco_sentence_skills for doc in batch}
             for (doc, sent), row in zip(sentences, scores):
-                per_doc[id(doc)][sent.start] = self.rank_sentence(doc, sent, row)
+                per_doc[id(doc)][sent.start] = self.rank_sentence(sent, row, per_doc[id(doc)])
             for doc in batch:
                 set_predictions(doc, per_doc[id(doc)])
                 yield doc
@@ -166,8 +167,10 @@ class SkillRanker:
         sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
         return [s for s in sents if len(s.text.strip()) >= self.min_sentence_chars]
 
-    def rank_sentence(self, doc: Doc, sent: Span, row: np.ndarray) -> List[SkillPrediction]:
-        explicit = {p.uri: p for p in (doc._.esco_sentence_skills or {}).get(sent.start, [])}
+    def rank_sentence(self, sent: Span, row: np.ndarray,
+                      explicit_by_sentence: Dict[int, List[SkillPrediction]]) -> List[SkillPrediction]:
+        """Top-k skills of one sentence, literal matches fused in (see the module docstring)."""
+        explicit = {p.uri: p for p in explicit_by_sentence.get(sent.start, [])}
         w = self.explicit_weight
         fused = row * (1.0 - w) if explicit and w else row
         k = min(self.top_k, len(row))

@@ -78,3 +78,31 @@ def pipeline_nlp(pipeline_dir):
     import spacy
 
     return spacy.load(pipeline_dir)
+
+
+# A tiny real training run shared by the training and packaging tests (real ads, real ESCO, a few steps).
+TINY = [
+    "training.max_steps=12", "training.eval_every=6", "training.batch_size=16", "training.learning_rate=0.0001",
+    "training.warmup_steps=2", "training.patience=0", "training.supervision.corpus.max_pairs=64",
+    "training.supervision.alt_labels.max_pairs=16",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, shared_path, esco_path):
+    from pipeline.corpus import build_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    build_corpus([shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"], out, esco=esco_path, limit=300,
+                 text_field="description", id_field="id", dev_fraction=0.1, seed=0, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_corpus, esco_path, shared_path):
+    out = tmp_path_factory.mktemp("trained") / "model"
+    from pipeline.training import train
+
+    summary = train(str(ROOT / "configs" / "in_batch.cfg"), tiny_corpus, out, esco=esco_path,
+                    validation=[shared_path / "benchmark" / "tech_validation_annotations.csv"], overrides=TINY)
+    return out, summary

