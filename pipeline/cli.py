@@ -181,6 +181,17 @@ def ablation(
 
 
 def main() -> None:
+    # The CLI reads local weights only; hub progress bars and download attempts are noise here.
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
     app()
 
 
