@@ -1,0 +1,330 @@
+"""The distant-supervision corpus: reading bad input, cleaning, boilerplate, dedupe, labels, splits, masking, reader."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+import spacy
+from thinc.api import Config
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.corpus import (
+    MANIFEST_FILE,
+    CorpusInputWarning,
+    build_corpus,
+    load_corpus,
+    mask_mentions,
+    mask_with_offsets,
+)
+from pipeline.errors import ConfigError, EscoDataError
+from pipeline.readers import READER_NAME, create_distant_supervision_reader
+
+BOILERPLATE = "We are an equal opportunity employer and value diversity."
+BUDGETS = "You will manage budgets for the ward and supervise staff."
+FRENCH = "Bonjour, nous recherchons un développeur pour notre équipe à Paris et nous sommes là."
+TOO_LONG = " ".join(["Reliable"] + ["and"] * 22 + ["punctual staff."])  # 25 words > max_words = 20
+TEAMS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "granite", "hotel", "india", "juliet", "kilo",
+         "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango"]
+
+
+def write_lines(path: Path, lines) -> Path:
+    data = b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
+    path.write_bytes(gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+    return path
+
+
+def fixture_inputs(folder: Path) -> list:
+    """Ads with HTML, a duplicate line, boilerplate, French, bad lines, an empty file, a truncated gzip, a .txt."""
+    ads = write_lines(folder / "ads_a.jsonl", [
+        {"id": "a1", "source": "nhs", "description": f"<p>{BUDGETS}</p><ul><li>Experience with Python &amp; SQL "
+                                                      f"is essential.</li><li>{BOILERPLATE}</li></ul>"},
+        {"id": "a2", "source": "nhs", "description": f"Strong communication skills are required for this role.\n"
+                                                      f"{BUDGETS}\n{BOILERPLATE}\nApply now!\n{TOO_LONG}"},
+        b'{"id": "bad", "description": "unterminated',
+        {"id": "a4", "title": "Nurse (no description)"},
+        b'{"id": "a5", "source": "nhs", "description": "Caf\xe9 staff will provide first aid to patients."}',
+        {"source": "nhs", "description": "Knowledge of project management is desirable."},
+        b"",
+        {"id": "a8", "description": FRENCH},
+    ])
+    (folder / "empty.jsonl").write_bytes(b"")
+    complete = gzip.compress(b"".join(
+        json.dumps({"id": f"t{i}", "source": "tech", "description": f"The {team} team works across several "
+                                                                      "sites in the region."}).encode() + b"\n"
+        for i, team in enumerate(TEAMS)), mtime=0)
+    (folder / "truncated.jsonl.gz").write_bytes(complete[: len(complete) - 40])
+    (folder / "ad.txt").write_text("The post holder will manage budgets. They will also use Python daily.\n")
+    return [ads, folder / "empty.jsonl", folder / "truncated.jsonl.gz", folder / "ad.txt"]
+
+
+def build(inputs, output: Path, matcher_dir: Path, **kwargs) -> dict:
+    options = dict(limit=None, text_field="description", id_field="id", dev_fraction=0.5, seed=0, workers=1,
+                   boilerplate_min_ads=2, max_words=20, pipeline_path=matcher_dir, progress=False)
+    options.update(kwargs)
+    return build_corpus(inputs, output, **options)
+
+
+@pytest.fixture(scope="module")
+def fixture_corpus(tmp_path_factory, matcher_dir):
+    folder = tmp_path_factory.mktemp("corpus_inputs")
+    inputs = fixture_inputs(folder)
+    output = tmp_path_factory.mktemp("corpus") / "out"
+    with pytest.warns(CorpusInputWarning) as warned:
+        manifest = build(inputs, output, matcher_dir)
+    return {"inputs": inputs, "output": output, "manifest": manifest,
+            "warnings": [str(w.message) for w in warned if w.category is CorpusInputWarning]}
+
+
+def examples_of(corpus) -> list:
+    return list(corpus["train"]) + list(corpus["dev"])
+
+
+# ------------------------------------------------------------------------------------------ labels
+def test_corpus_examples_carry_exact_uris_and_offsets(fixture_corpus, uri_of):
+    corpus = load_corpus(fixture_corpus["output"])
+    by_text = {row["text"]: row for row in examples_of(corpus)}
+    expected = {
+        BUDGETS: ["manage budgets", "supervise staff"],
+        "Experience with Python & SQL is essential.": ["Python (computer programming)", "SQL"],
+        "Strong communication skills are required for this role.": ["communication"],
+        "Caf\ufffd staff will provide first aid to patients.": ["provide first aid"],
+        "Knowledge of project management is desirable.": ["project management"],
+        "The post holder will manage budgets.": ["manage budgets"],
+        "They will also use Python daily.": ["Python (computer programming)"],
+    }
+    assert set(by_text) == set(expected)
+    for text, labels in expected.items():
+        assert by_text[text]["uris"] == [uri_of(label) for label in labels]
+    mention_texts = {(m["uri"], text[m["start"] : m["end"]]) for text, row in by_text.items() for m in row["mentions"]}
+    assert (uri_of("manage budgets"), "manage budgets") in mention_texts
+    assert (uri_of("Python (computer programming)"), "Python") in mention_texts
+    assert (uri_of("provide first aid"), "provide first aid") in mention_texts
+    for row in by_text.values():
+        assert [m["uri"] for m in row["mentions"]] == row["uris"]
+
+
+def test_corpus_rows_name_their_ad_and_source(fixture_corpus):
+    corpus = load_corpus(fixture_corpus["output"])
+    by_text = {row["text"]: row for row in examples_of(corpus)}
+    assert (by_text[BUDGETS]["ad_id"], by_text[BUDGETS]["source"]) == ("a1", "nhs")  # first occurrence wins
+    assert by_text["Knowledge of project management is desirable."]["ad_id"] == "ads_a.jsonl:6"
+    python_row = by_text["They will also use Python daily."]
+    assert (python_row["ad_id"], python_row["source"]) == ("ad.txt", "ad")
+    unmatched = {row["text"]: row for row in corpus["unmatched"]}
+    assert unmatched["The alpha team works across several sites in the region."]["source"] == "tech"
+    assert BOILERPLATE not in unmatched and FRENCH not in unmatched
+
+
+def test_corpus_manifest_counts_every_stage(fixture_corpus):
+    manifest = fixture_corpus["manifest"]
+    counts = manifest["counts"]
+    corpus = load_corpus(fixture_corpus["output"])
+    truncated_ads = counts["ads_read"] - 6
+    assert 1 <= truncated_ads < len(TEAMS)
+    assert counts["rejected_lines"] == {"malformed JSON": 1, "missing text field 'description'": 1}
+    assert counts["ads_rejected"] == counts["rejected_lines"]
+    assert counts["repaired_lines"] == {"non-UTF-8 bytes replaced with U+FFFD": 1, "missing id field 'id'": 1}
+    assert counts["file_errors"] == {"empty file": 1, "truncated or corrupt gzip": 1}
+    assert counts["blank_lines"] == 1
+    assert (counts["boilerplate_lines"], counts["boilerplate_distinct"], counts["boilerplate_kept_with_match"]) \
+        == (2, 1, 1)
+    assert counts["duplicate_lines"] == 1
+    assert (counts["non_english"], counts["too_short"], counts["too_long"]) == (1, 1, 1)
+    assert counts["examples"] == counts["sentences_matched"] == len(corpus["train"]) + len(corpus["dev"]) == 7
+    assert counts["sentences_unmatched"] == len(corpus["unmatched"]) == truncated_ads
+    assert counts["sentences_kept"] == counts["examples"] + counts["sentences_unmatched"]
+    assert counts["mentions"] == 9
+    assert manifest["skills"]["skills_covered"] == 7
+    assert manifest["skills"]["top"][0]["label"] in {"manage budgets", "Python (computer programming)"}
+    assert manifest["by_source"]["nhs"]["counts"]["ads_read"] == 4
+    assert manifest["by_source"]["tech"]["counts"]["examples"] == 0
+    assert json.loads((fixture_corpus["output"] / MANIFEST_FILE).read_text())["counts"] == counts
+
+
+def test_bad_input_is_warned_with_file_and_line(fixture_corpus):
+    warned = "\n".join(fixture_corpus["warnings"])
+    assert "ads_a.jsonl:3: malformed JSON" in warned
+    assert "ads_a.jsonl:4: missing text field 'description'" in warned
+    assert "ads_a.jsonl:5: non-UTF-8 bytes replaced with U+FFFD" in warned
+    assert "empty.jsonl: empty file" in warned
+    assert "truncated.jsonl.gz:" in warned and "truncated or corrupt gzip" in warned
+    problems = fixture_corpus["manifest"]["problems"]
+    assert {"file": str(fixture_corpus["inputs"][0]), "line": 3, "kind": "rejected", "reason": "malformed JSON"} \
+        .items() <= problems[0].items()
+
+
+# ------------------------------------------------------------------------------------------ splits
+def test_corpus_splits_by_ad_deterministically(fixture_corpus, tmp_path, matcher_dir):
+    first = load_corpus(fixture_corpus["output"])
+    train_ads, dev_ads = set(first["train"]["ad_id"]), set(first["dev"]["ad_id"])
+    assert train_ads and dev_ads and not train_ads & dev_ads
+    counts = fixture_corpus["manifest"]["counts"]
+    assert counts["ads_dev"] == round(0.5 * (counts["ads_train"] + counts["ads_dev"]))
+    with pytest.warns(CorpusInputWarning):
+        build(fixture_corpus["inputs"], tmp_path / "again", matcher_dir)
+    again = load_corpus(tmp_path / "again")
+    for split in ("train", "dev", "unmatched"):
+        assert again[split].to_list() == first[split].to_list()
+
+
+def test_corpus_is_the_same_with_two_workers(fixture_corpus, tmp_path, matcher_dir):
+    with pytest.warns(CorpusInputWarning):
+        build(fixture_corpus["inputs"], tmp_path / "parallel", matcher_dir, workers=2)
+    first, parallel = load_corpus(fixture_corpus["output"]), load_corpus(tmp_path / "parallel")
+    for split in ("train", "dev", "unmatched"):
+        assert parallel[split].to_list() == first[split].to_list()
+
+
+def test_limit_counts_ads_read(fixture_corpus, tmp_path, matcher_dir):
+    manifest = build(fixture_corpus["inputs"], tmp_path / "limited", matcher_dir, limit=2)
+    assert manifest["counts"]["ads_read"] == 2
+    assert [f["ads_read"] for f in manifest["inputs"]] == [2, 0, 0, 0]
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_missing_input_is_an_error_before_any_work(tmp_path, matcher_dir):
+    with pytest.raises(EscoDataError, match="nope.jsonl' does not exist"):
+        build([tmp_path / "nope.jsonl"], tmp_path / "out", matcher_dir)
+    (tmp_path / "ads.csv").write_text("id,description\n")
+    with pytest.raises(EscoDataError, match="ads.csv' is not a .jsonl"):
+        build([tmp_path / "ads.csv"], tmp_path / "out", matcher_dir)
+
+
+def test_input_without_usable_ads_is_an_error(tmp_path, matcher_dir):
+    path = write_lines(tmp_path / "ads.jsonl", [{"id": "1", "text": "Manage budgets daily."}])
+    with pytest.warns(CorpusInputWarning), pytest.raises(EscoDataError, match="No usable ads in .*ads.jsonl"):
+        build([path], tmp_path / "out", matcher_dir)
+
+
+def test_out_of_range_settings_are_config_errors(tmp_path, matcher_dir):
+    with pytest.raises(ConfigError, match="'dev_fraction' must be in"):
+        build([tmp_path], tmp_path / "out", matcher_dir, dev_fraction=1.5)
+    with pytest.raises(ConfigError, match="'limit' must be >= 1"):
+        build([tmp_path], tmp_path / "out", matcher_dir, limit=0)
+
+
+def test_load_corpus_names_the_missing_part(tmp_path, fixture_corpus):
+    with pytest.raises(EscoDataError, match="No corpus at .*nowhere"):
+        load_corpus(tmp_path / "nowhere")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(EscoDataError, match="incomplete: .*manifest.json' is missing"):
+        load_corpus(tmp_path / "half")
+
+
+# ------------------------------------------------------------------------------------------ masking
+SENTENCE = "You will manage budgets and use Python daily."
+MENTIONS = [{"start": 9, "end": 23, "uri": "u:budgets"}, {"start": 32, "end": 38, "uri": "u:python"}]
+
+
+def test_mask_mentions_replaces_or_deletes_every_mention():
+    assert mask_mentions(SENTENCE, MENTIONS, 1.0, random.Random(0)) == "You will [MASK] and use [MASK] daily."
+    assert mask_mentions(SENTENCE, MENTIONS, 1.0, random.Random(0), mask_token="<mask>") \
+        == "You will <mask> and use <mask> daily."
+    assert mask_mentions(SENTENCE, MENTIONS, 1.0, random.Random(0), mask_token="") == "You will and use daily."
+
+
+def test_mask_mentions_with_probability_zero_changes_nothing_and_draws_nothing():
+    rng = random.Random(3)
+    assert mask_mentions(SENTENCE, MENTIONS, 0.0, rng) == SENTENCE
+    assert rng.random() == random.Random(3).random()
+
+
+def test_mask_mentions_is_reproducible_and_independent_per_mention():
+    outputs = {mask_mentions(SENTENCE, MENTIONS, 0.5, random.Random(seed)) for seed in range(40)}
+    assert outputs == {SENTENCE, "You will [MASK] and use Python daily.",
+                       "You will manage budgets and use [MASK] daily.", "You will [MASK] and use [MASK] daily."}
+    assert mask_mentions(SENTENCE, MENTIONS, 0.5, random.Random(7)) == mask_mentions(SENTENCE, MENTIONS, 0.5,
+                                                                                     random.Random(7))
+
+
+def test_mask_mentions_masks_a_shared_label_once():
+    shared = MENTIONS[:1] + [{"start": 9, "end": 23, "uri": "u:other"}]
+    assert mask_mentions(SENTENCE, shared, 1.0, random.Random(0)) == "You will [MASK] and use Python daily."
+
+
+def test_mask_with_offsets_reoffsets_the_kept_mentions():
+    text, mentions, masked = mask_with_offsets(SENTENCE, MENTIONS, 1.0, random.Random(0), mask_token="[M]")
+    assert masked == ["u:budgets", "u:python"]
+    assert [text[m["start"] : m["end"]] for m in mentions] == ["[M]", "[M]"]
+    rng = next(random.Random(seed) for seed in range(100)
+               if mask_mentions(SENTENCE, MENTIONS, 0.5, random.Random(seed)).startswith("You will [MASK] and use P"))
+    text, mentions, masked = mask_with_offsets(SENTENCE, MENTIONS, 0.5, rng, mask_token="")
+    assert (text, masked) == ("You will and use Python daily.", ["u:budgets"])
+    assert [(text[m["start"] : m["end"]], m["uri"]) for m in mentions] == [("Python", "u:python")]
+
+
+def test_mask_mentions_rejects_a_bad_probability():
+    with pytest.raises(ValueError, match=r"mask probability must be in \[0, 1\], got 1.5"):
+        mask_mentions(SENTENCE, MENTIONS, 1.5, random.Random(0))
+
+
+# ------------------------------------------------------------------------------------------ spaCy reader
+def test_reader_is_registered_and_resolves_from_a_config(fixture_corpus):
+    assert spacy.registry.readers.get(READER_NAME) is create_distant_supervision_reader
+    config = Config().from_str(f"""
+    [corpora]
+    [corpora.train]
+    @readers = "{READER_NAME}"
+    path = "{fixture_corpus['output']}"
+    split = "dev"
+    """)
+    reader = spacy.registry.resolve(config)["corpora"]["train"]
+    nlp = spacy.blank("en")
+    assert len(list(reader(nlp))) == len(load_corpus(fixture_corpus["output"])["dev"])
+
+
+def test_reader_yields_examples_with_linked_spans(fixture_corpus, matcher_nlp):
+    rows = load_corpus(fixture_corpus["output"])["train"]
+    examples = list(create_distant_supervision_reader(fixture_corpus["output"], split="train")(matcher_nlp))
+    assert len(examples) == len(rows)
+    for example, row in zip(examples, rows):
+        reference = example.reference
+        assert example.predicted.text == reference.text == row["text"]
+        spans = [(span.text, span.kb_id_) for span in reference.spans["esco_skills"]]
+        assert spans == [(row["text"][m["start"] : m["end"]], m["uri"]) for m in row["mentions"]]
+        assert reference.user_data["esco_uris"] == row["uris"]
+        assert list(reference.spans["esco_skills_masked"]) == []
+
+
+def test_reader_masks_mentions_when_asked(fixture_corpus):
+    nlp = spacy.blank("en")
+    examples = list(create_distant_supervision_reader(fixture_corpus["output"], split="train",
+                                                      mask_probability=1.0, seed=1)(nlp))
+    assert examples
+    for example in examples:
+        reference = example.reference
+        assert "[MASK]" in reference.text and not list(reference.spans["esco_skills"])
+        assert {span.text for span in reference.spans["esco_skills_masked"]} == {"[MASK]"}
+        assert reference.user_data["esco_masked_uris"] == reference.user_data["esco_uris"]
+
+
+def test_reader_rejects_an_unknown_split(fixture_corpus):
+    with pytest.raises(ConfigError, match="split must be one of"):
+        create_distant_supervision_reader(fixture_corpus["output"], split="test")
+
+
+# ------------------------------------------------------------------------------------------ real ads
+def test_cli_builds_a_corpus_from_200_real_ads(shared_path, esco_path, tmp_path):
+    jobads = shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"
+    output = tmp_path / "corpus"
+    result = CliRunner().invoke(app, ["corpus", str(jobads), "--esco", str(esco_path), "--output", str(output),
+                                      "--limit", "200", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    counts = manifest["counts"]
+    assert counts["ads_read"] == 200 and counts["rejected_lines"] == {} and counts["file_errors"] == {}
+    assert counts["duplicate_lines"] > 0 and counts["examples"] > 200
+    corpus = load_corpus(output)
+    assert len(corpus["train"]) + len(corpus["dev"]) == counts["examples"]
+    assert not set(corpus["train"]["ad_id"]) & set(corpus["dev"]["ad_id"])
+    for row in corpus["train"].select(range(100)):
+        assert row["mentions"] and all(0 <= m["start"] < m["end"] <= len(row["text"]) for m in row["mentions"])
+        assert all(row["text"][m["start"] : m["end"]].strip() == row["text"][m["start"] : m["end"]]
+                   for m in row["mentions"])
+    assert manifest["skills"]["skills_covered"] > 100
+    assert set(manifest["by_source"]) <= {"linkedin-indeed-ca-2018", "google-careers", "adzuna-uk", "glassdoor-ds"}
