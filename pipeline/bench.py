@@ -68,7 +68,8 @@ def timed(fn: Callable[[], object], repeats: int) -> Dict[str, float]:
 
 
 def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 2000, n_ads: int = 200,
-                   batch_size: int = 64, repeats: int = 3, print_table: bool = True) -> Dict[str, Dict[str, float]]:
+                   batch_size: int = 64, repeats: int = 3, print_table: bool = True,
+                   quantize: bool = True) -> Dict[str, Dict[str, float]]:
     start = time.perf_counter()
     nlp = spacy.load(model)
     load_s = time.perf_counter() - start
@@ -97,6 +98,15 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
     rate("full pipeline, whole ads", lambda: list(nlp.pipe(ads, batch_size=batch_size)), len(ads), "ads/s")
     results["full pipeline, whole ads"]["sentences per ad (first 20)"] = n_ad_sentences / max(1, min(20, len(ads)))
     results["peak memory"] = {"MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if quantize and "esco_skill_ranker" in nlp.pipe_names:
+        from .encoder import quantized_override
+
+        fast = spacy.load(model, config=quantized_override())
+        fast_ranker = fast.get_pipe("esco_skill_ranker")
+        rate("int8 encoder", lambda: fast_ranker.encoder.encode(sentences, batch_size=batch_size), n)
+        rate("int8 full pipeline", lambda: list(fast.pipe(sentences, batch_size=batch_size)), n)
+        results["int8 full pipeline"]["speed-up vs float pipeline"] = (
+            results["int8 full pipeline"]["sentences/s"] / results["full pipeline"]["sentences/s"])
     if "raw encoder (limit)" in results:
         results["full pipeline"]["share of encoder limit"] = (
             results["full pipeline"]["sentences/s"] / results["raw encoder (limit)"]["sentences/s"])
@@ -112,7 +122,12 @@ def format_results(results: Dict[str, Dict[str, float]], model: Path, batch_size
         for name, value in values.items():
             if name in ("min", "max"):
                 continue
-            parts.append(f"{name} {value:,.1f}" if name != "share of encoder limit" else f"{name} {value:.0%}")
+            if name == "share of encoder limit":
+                parts.append(f"{name} {value:.0%}")
+            elif name.startswith("speed-up"):
+                parts.append(f"{name} {value:.2f}x")
+            else:
+                parts.append(f"{name} {value:,.1f}")
         if "min" in values:
             parts.append(f"spread {values['min']:,.1f}–{values['max']:,.1f}")
         lines.append(f"  {key:<28} " + ", ".join(parts))

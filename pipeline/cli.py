@@ -112,12 +112,17 @@ def evaluate(
     model: Path = typer.Argument(..., help="Pipeline folder."),
     files: List[Path] = typer.Argument(..., help="Benchmark CSVs and/or span JSONL files (recognised by content)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics JSON: {file: {metric: value}}"),
+    quantize: bool = typer.Option(False, "--quantize", help="Run the ranker's encoder in int8 (faster path)."),
 ) -> None:
     """RP@5 / RP@10 / MRR on benchmark CSVs, span P/R/F1 (seqeval) on span files."""
+    import spacy
+
+    from .encoder import quantized_override
     from .evaluate import evaluate_files, format_table
 
     try:
-        metrics = evaluate_files(model, files)
+        nlp = spacy.load(model, config=quantized_override()) if quantize else model
+        metrics = evaluate_files(nlp, files)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(format_table(metrics))
@@ -134,12 +139,14 @@ def bench(
     ads: int = typer.Option(200, help="Whole ads to time."),
     batch_size: int = typer.Option(64),
     repeats: int = typer.Option(3),
+    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also time the int8 encoder path."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
     from .bench import run_benchmarks
 
     try:
-        run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats)
+        run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats,
+                       quantize=quantize)
     except KNOWN_ERRORS as err:
         _fail(err)
 

@@ -35,6 +35,7 @@ class EncoderSettings:
     skill_max_length: int = 32
     batch_size: int = 64
     pooling: str = "mean"
+    quantize: bool = False
 
     def validate(self, section: str) -> None:
         if self.pooling not in ("mean", "cls"):
@@ -50,8 +51,10 @@ def create_encoder_settings(
     skill_max_length: int = 32,
     batch_size: int = 64,
     pooling: str = "mean",
+    quantize: bool = False,
 ) -> EncoderSettings:
-    return EncoderSettings(name, max_length, skill_max_length, batch_size, pooling)
+    """``quantize``: int8 dynamic quantization of the Linear layers for inference (see TransformerEncoder)."""
+    return EncoderSettings(name, max_length, skill_max_length, batch_size, pooling, quantize)
 
 
 registry.misc.register("esco.transformer_encoder.v1", func=create_encoder_settings)
@@ -113,6 +116,7 @@ class TransformerEncoder(torch.nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
         self.model.eval()
+        self._quantized: Optional[torch.nn.Module] = None
 
     @property
     def dim(self) -> int:
@@ -126,9 +130,30 @@ class TransformerEncoder(torch.nn.Module):
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt")
 
+    def inference_model(self) -> torch.nn.Module:
+        """The float model, or with ``quantize`` an int8 copy of it (Linear layers, dynamic quantization).
+
+        Why this path: the six Linear-heavy transformer layers are most of the CPU time and PyTorch quantizes
+        them in place without an export step or another runtime; the float weights stay the ones that are
+        trained and saved. Its speed and accuracy cost are measured by ``make bench`` / ``make evaluate``.
+        """
+        if not self.settings.quantize:
+            return self.model
+        if self._quantized is None:
+            import copy
+            import warnings
+
+            from torch.ao.quantization import quantize_dynamic
+
+            with warnings.catch_warnings():  # PyTorch announces a move of this API to torchao; it works here
+                warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+                self._quantized = quantize_dynamic(copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8)
+        return self._quantized
+
     def forward(self, texts: Sequence[str], max_length: Optional[int] = None) -> torch.Tensor:
         batch = self.tokenize(texts, max_length or self.settings.max_length)
-        hidden = self.model(**batch).last_hidden_state  # [B, T, D]
+        model = self.model if torch.is_grad_enabled() else self.inference_model()
+        hidden = model(**batch).last_hidden_state  # [B, T, D]
         if self.settings.pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -166,3 +191,8 @@ class TransformerEncoder(torch.nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(path), safe_serialization=True)
         self.tokenizer.save_pretrained(str(path))
+
+
+def quantized_override(component: str = "esco_skill_ranker") -> dict:
+    """``spacy.load(path, config=quantized_override())`` runs the ranker's encoder in int8."""
+    return {"components": {component: {"encoder": {"quantize": True}}}}

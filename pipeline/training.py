@@ -194,6 +194,9 @@ class Trainer:
         self.validation, self.output, self.seed = list(validation), Path(output), seed
         self.ranker = nlp.get_pipe(RANKER)
         self.encoder = self.ranker.encoder
+        if self.encoder.settings.quantize:
+            raise ConfigError(f"[components.{RANKER}.encoder] quantize is an inference option; train with "
+                              "quantize = false and turn it on when loading the trained pipeline")
         self.taxonomy = nlp.get_pipe("esco_skill_matcher").taxonomy
         self.uris = list(self.ranker.index.uris)
         self.labels = list(self.ranker.index.labels)

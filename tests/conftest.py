@@ -46,14 +46,18 @@ def uri_of(taxonomy):
     return lambda label: by_label[label]
 
 
+def _assembled(tmp_path_factory, esco_path: Path, with_ranker: bool) -> Path:
+    from pipeline.assemble import assemble
+
+    out = tmp_path_factory.mktemp("pipeline_with_ranker" if with_ranker else "matcher_pipeline")
+    assemble(esco_path, out, with_ranker=with_ranker)
+    return out
+
+
 @pytest.fixture(scope="session")
 def matcher_dir(tmp_path_factory, esco_path) -> Path:
     """A matcher-only pipeline assembled from the real ESCO export and saved to disk."""
-    from pipeline.assemble import assemble
-
-    out = tmp_path_factory.mktemp("matcher_pipeline")
-    assemble(esco_path, out, with_ranker=False)
-    return out
+    return _assembled(tmp_path_factory, esco_path, with_ranker=False)
 
 
 @pytest.fixture(scope="session")
@@ -66,11 +70,7 @@ def matcher_nlp(matcher_dir):
 @pytest.fixture(scope="session")
 def pipeline_dir(tmp_path_factory, esco_path) -> Path:
     """The default pipeline (matcher + untrained ranker) from the real ESCO export, saved to disk."""
-    from pipeline.assemble import assemble
-
-    out = tmp_path_factory.mktemp("full_pipeline")
-    assemble(esco_path, out, with_ranker=True)
-    return out
+    return _assembled(tmp_path_factory, esco_path, with_ranker=True)
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +89,11 @@ TINY = [
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory, shared_path, esco_path):
+def tiny_corpus(tmp_path_factory, shared_path, matcher_dir):
     from pipeline.corpus import build_corpus
 
     out = tmp_path_factory.mktemp("corpus")
-    build_corpus([shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"], out, esco=esco_path, limit=300,
+    build_corpus([shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"], out, pipeline_path=matcher_dir, limit=300,
                  text_field="description", id_field="id", dev_fraction=0.1, seed=0, workers=1)
     return out
 

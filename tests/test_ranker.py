@@ -97,3 +97,16 @@ def test_bad_ranker_config_names_the_key(esco_path, override, key):
     config = base_config().merge({"components": {"esco_skill_ranker": override}})
     with pytest.raises(ConfigError, match=key):
         spacy.util.load_model_from_config(config.merge({"paths": {"esco": str(esco_path)}}), auto_fill=True)
+
+
+def test_int8_encoder_path_stays_close_to_float_and_keeps_float_weights():
+    from pipeline.encoder import TransformerEncoder
+
+    path = resolve_model_path(DEFAULT_ENCODER)
+    texts = [IMPLICIT, "Experience with postgresql is essential.", "manage budgets"]
+    exact = TransformerEncoder(path, EncoderSettings()).encode(texts)
+    fast_encoder = TransformerEncoder(path, EncoderSettings(quantize=True))
+    fast = fast_encoder.encode(texts)
+    cosines = (exact * fast).sum(axis=1)
+    assert cosines.min() > 0.9 and not np.allclose(exact, fast)
+    assert fast_encoder.model.encoder.layer[0].attention.self.query.__class__.__name__ == "Linear"
