@@ -54,7 +54,8 @@ def test_saved_pipeline_loads_in_a_fresh_process_through_entry_points(matcher_di
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["imported_before_load"] is False
     assert loaded["pipe_names"] == ["esco_job_ad_segmenter", "esco_token_normalizer", "esco_skill_matcher"]
-    expected = [[span.text, span.label_, span.kb_id_] for span in matcher_nlp(AD).spans[SPANS_KEY]]
+    doc = matcher_nlp(AD)  # keep the Doc alive while its SpanGroup is read
+    expected = [[span.text, span.label_, span.kb_id_] for span in doc.spans[SPANS_KEY]]
     assert loaded["spans"] == expected
     assert [text for text, _, _ in loaded["spans"]] == ["Manage budgets", "Work in teams", "postgresql", "Python", "R"]
 
