@@ -29,6 +29,7 @@ SKILL_TEXTS = ("preferred", "preferred+alt", "preferred+description", "preferred
 ENCODER_DIR = "encoder"
 INDEX_FILE = "skill_index.npy"
 SKILLS_FILE = "skills.msgpack"
+SORT_WINDOW = 8  # encoder batches' worth of docs sorted by length together
 
 
 def skill_texts(skill: Skill, mode: str) -> List[str]:
@@ -147,10 +148,14 @@ class SkillRanker:
         return next(iter(self.pipe([doc])))
 
     def pipe(self, docs: Iterable[Doc], batch_size: int = 64) -> Iterator[Doc]:
-        """Sentences of a whole batch of docs are embedded together, sorted by length across docs."""
+        """Sentences of many docs are embedded together, sorted by length across docs.
+
+        Docs are buffered ``sort_window`` batches at a time: sorting a few hundred sentences by length before
+        cutting them into encoder batches wastes far less padding than sorting each batch alone.
+        """
         if self.encoder is None or self.index is None:
             raise ValueError(f"'{self.name}' is not initialized: call nlp.initialize() first.")
-        for batch in minibatch(docs, size=batch_size):
+        for batch in minibatch(docs, size=batch_size * SORT_WINDOW):
             sentences = [(doc, sent) for doc in batch for sent in self._sentences(doc)]
             texts = [sent.text.strip() for _, sent in sentences]
             vectors = self.encoder.encode(texts) if texts else np.zeros((0, self.encoder.dim), np.float32)
