@@ -296,3 +296,18 @@ def test_bad_label_policy_in_a_config_raises_config_error(policy_nlp):
 def test_uninitialized_matcher_says_how_to_initialize(policy_nlp):
     with pytest.raises(ValueError, match="is not initialized: call nlp.initialize"):
         SkillMatcher(policy_nlp)(policy_nlp("Manage budgets."))
+
+
+def test_predictions_survive_doc_serialization_and_multiprocessing(matcher_nlp, uri_of):
+    from spacy.tokens import Doc, DocBin
+
+    texts = ["Managed budgets and worked in teams.", "Experience with postgresql is essential."]
+    docs = list(matcher_nlp.pipe(texts))
+    expected = [[(p.uri, p.score, p.explicit, [s.text for s in p.spans]) for p in d._.esco_skills] for d in docs]
+    assert (uri_of("PostgreSQL"), 1.0, True, ["postgresql"]) in expected[1]
+    copy = Doc(matcher_nlp.vocab).from_bytes(docs[1].to_bytes())
+    assert [(p.uri, p.score, p.explicit, [s.text for s in p.spans]) for p in copy._.esco_skills] == expected[1]
+    restored = list(DocBin(docs=docs, store_user_data=True).get_docs(matcher_nlp.vocab))
+    assert [[(p.uri, p.score, p.explicit, [s.text for s in p.spans]) for p in d._.esco_skills] for d in restored] == expected
+    parallel = list(matcher_nlp.pipe(texts, n_process=2, batch_size=1))
+    assert [[(p.uri, p.score, p.explicit, [s.text for s in p.spans]) for p in d._.esco_skills] for d in parallel] == expected
