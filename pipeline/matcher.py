@@ -7,7 +7,7 @@ visible, configurable policy (``LabelPolicy``), because ESCO's alternative label
 """
 
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union

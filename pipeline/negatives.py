@@ -14,7 +14,7 @@ skill of that example. Other packages can add strategies through the ``thinc_neg
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np

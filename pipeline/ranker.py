@@ -11,7 +11,7 @@ alone; at 0.5 or more every literal match ranks above every implied skill.
 """
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import srsly
@@ -19,9 +19,8 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
-from .encoder import EncoderSettings, TransformerEncoder, create_encoder_settings, resolve_model_path
+from .encoder import EncoderSettings, TransformerEncoder, resolve_model_path
 from .errors import ConfigError
-from .matcher import sentence_starts
 from .predictions import SkillPrediction, register_extensions, set_predictions
 from .taxonomy import EscoTaxonomy, Skill
 

@@ -11,11 +11,10 @@ pipeline, ``[training]`` holds the loop settings, ``[training.negatives]`` the s
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 

@@ -63,7 +63,6 @@ def test_bad_training_config_names_the_key(override, key):
 
 
 def test_every_shipped_config_resolves():
-    from pathlib import Path
 
     for path in sorted((ROOT / "configs").glob("*.cfg")):
         settings, sampler, sources = resolve_training(read_config(path))
