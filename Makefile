@@ -32,7 +32,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev,model,onnx]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,model]"
 	touch $@
 
 # The main job: build the default pipeline (matcher + untrained ranker) once, then show a sample ad's skills.
