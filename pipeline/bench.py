@@ -7,11 +7,10 @@ small. Each timing is repeated; the median and the spread (min–max) are printe
 
 from __future__ import annotations
 
-import gzip
-import json
 import resource
 import statistics
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
@@ -23,26 +22,11 @@ MATCHER_PIPES = ("esco_job_ad_segmenter", "esco_token_normalizer", "esco_skill_m
 
 
 def read_ads(paths: Sequence[Path], limit: int, text_field: str = "description") -> List[str]:
-    """The first `limit` ads, spread over the files (plain .txt files count as one ad each)."""
+    """The first `limit` ads, spread over the files, read by the same reader as ``extract``."""
+    from .extract import iter_ads
+
     per_file = max(1, limit // max(1, len(paths)))
-    ads: List[str] = []
-    for path in map(Path, paths):
-        if path.suffix == ".txt":
-            ads.append(path.read_text(encoding="utf-8", errors="replace"))
-            continue
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-            taken = 0
-            for line in handle:
-                try:
-                    text = json.loads(line).get(text_field) or ""
-                except json.JSONDecodeError:
-                    continue
-                if text.strip():
-                    ads.append(text)
-                    taken += 1
-                if taken >= per_file:
-                    break
+    ads = [ad.text for path in paths for ad in islice(iter_ads(path, text_field=text_field), per_file)]
     return ads[:limit]
 
 
