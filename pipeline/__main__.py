@@ -1,3 +1,3 @@
-from .cli import main
+from pipeline.commands.cli import main
 
 main()

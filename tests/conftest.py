@@ -34,7 +34,7 @@ def esco_path() -> Path:
 
 @pytest.fixture(scope="session")
 def taxonomy(esco_path):
-    from pipeline.taxonomy import EscoTaxonomy
+    from pipeline.esco.taxonomy import EscoTaxonomy
 
     return EscoTaxonomy.from_esco(esco_path)
 
@@ -47,7 +47,7 @@ def uri_of(taxonomy):
 
 
 def _assembled(tmp_path_factory, esco_path: Path, with_ranker: bool) -> Path:
-    from pipeline.assemble import assemble
+    from pipeline.components.assembly import assemble
 
     out = tmp_path_factory.mktemp("pipeline_with_ranker" if with_ranker else "matcher_pipeline")
     assemble(esco_path, out, with_ranker=with_ranker)
@@ -90,7 +90,7 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory, shared_path, matcher_dir):
-    from pipeline.corpus import build_corpus
+    from pipeline.corpus.build import build_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     build_corpus([shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"], out, pipeline_path=matcher_dir, limit=300,
@@ -101,7 +101,7 @@ def tiny_corpus(tmp_path_factory, shared_path, matcher_dir):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_corpus, esco_path, shared_path):
     out = tmp_path_factory.mktemp("trained") / "model"
-    from pipeline.training import train
+    from pipeline.training.trainer import train
 
     summary = train(str(ROOT / "configs" / "in_batch.cfg"), tiny_corpus, out, esco=esco_path,
                     validation=[shared_path / "benchmark" / "tech_validation_annotations.csv"], overrides=TINY)

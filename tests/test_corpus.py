@@ -12,8 +12,8 @@ import spacy
 from thinc.api import Config
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.corpus import (
+from pipeline.commands.cli import app
+from pipeline.corpus.build import (
     MANIFEST_FILE,
     CorpusInputWarning,
     build_corpus,
@@ -22,7 +22,7 @@ from pipeline.corpus import (
     mask_with_offsets,
 )
 from pipeline.errors import ConfigError, EscoDataError
-from pipeline.readers import READER_NAME, create_distant_supervision_reader
+from pipeline.training.readers import READER_NAME, create_distant_supervision_reader
 
 BOILERPLATE = "We are an equal opportunity employer and value diversity."
 BUDGETS = "You will manage budgets for the ward and supervise staff."

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.commands.cli import app
 from pipeline.errors import EscoDataError
-from pipeline.evaluate import (
+from pipeline.evaluation.benchmark import (
     detect_file_kind,
     evaluate_benchmark,
     evaluate_files,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.commands.cli import app
 from pipeline.errors import EscoDataError
-from pipeline.extract import CSV_COLUMNS, ReadReport, extract_file, iter_ads
+from pipeline.commands.extract import CSV_COLUMNS, ReadReport, extract_file, iter_ads
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_AD = ROOT / "corpora" / "fixtures" / "sample_job_ad.html"

@@ -12,8 +12,8 @@ import pytest
 import spacy
 
 from pipeline.errors import ConfigError
-from pipeline.matcher import LabelPolicy, SkillMatcher
-from pipeline.predictions import SPANS_KEY
+from pipeline.components.matcher import LabelPolicy, SkillMatcher
+from pipeline.components.predictions import SPANS_KEY
 
 MATCHER = "esco_skill_matcher"
 

@@ -8,7 +8,7 @@ from spacy.util import registry
 from thinc.api import Config
 
 from pipeline.errors import ConfigError
-from pipeline.negatives import (
+from pipeline.training.negatives import (
     HardNegatives,
     InBatchNegatives,
     MixtureNegatives,

@@ -11,7 +11,7 @@ import pytest
 import spacy
 
 from pipeline import ESCO_ATTRIBUTION
-from pipeline.packaging import build_package
+from pipeline.commands.packaging import build_package
 
 TEXTS = ["<p>Experience with postgresql.</p><ul><li>You will keep the ward's patient files in order.</li></ul>"]
 PROBE = """

@@ -11,7 +11,7 @@ import pytest
 import spacy
 
 from pipeline.errors import EscoDataError
-from pipeline.predictions import SPANS_KEY
+from pipeline.components.predictions import SPANS_KEY
 
 AD = (
     "<p>The post holder will:</p><ul><li>Manage budgets for the ward</li>"

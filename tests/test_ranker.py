@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import spacy
 
-from pipeline.assemble import base_config, build_pipeline
-from pipeline.encoder import DEFAULT_ENCODER, EncoderSettings, resolve_model_path
+from pipeline.components.assembly import base_config, build_pipeline
+from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, resolve_model_path
 from pipeline.errors import ConfigError, ModelNotFoundError
-from pipeline.predictions import SPANS_KEY
+from pipeline.components.predictions import SPANS_KEY
 
 IMPLICIT = "You will keep the ward's patient files in order."
 
@@ -70,7 +70,7 @@ def test_pipe_and_call_agree_and_round_trip_keeps_scores(pipeline_nlp, tmp_path)
 
 
 def test_skill_score_is_max_over_labels_when_alt_labels_indexed(pipeline_nlp):
-    from pipeline.ranker import SkillIndex
+    from pipeline.components.ranker import SkillIndex
 
     index = pipeline_nlp.get_pipe("esco_skill_ranker").index
     vectors = np.eye(3, 4, dtype=np.float32)
@@ -100,7 +100,7 @@ def test_bad_ranker_config_names_the_key(esco_path, override, key):
 
 
 def test_int8_encoder_path_stays_close_to_float_and_keeps_float_weights():
-    from pipeline.encoder import TransformerEncoder
+    from pipeline.components.encoder import TransformerEncoder
 
     path = resolve_model_path(DEFAULT_ENCODER)
     texts = [IMPLICIT, "Experience with postgresql is essential.", "manage budgets"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.predictions import SkillPrediction, set_predictions
-from pipeline.render import render_ad
+from pipeline.components.predictions import SkillPrediction, set_predictions
+from pipeline.commands.render import render_ad
 
 AD = "<p>Our R&amp;D team needs you to manage budgets.</p><p>Keep patient files in order.</p>"
 

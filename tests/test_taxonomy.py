@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import EscoDataError
-from pipeline.taxonomy import (
+from pipeline.esco.taxonomy import (
     BROADER_FILE,
     GROUPS_FILE,
     KB_FILE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.text import clean_job_ad, is_english, looks_like_html, split_long_line
+from pipeline.io.text import clean_job_ad, is_english, looks_like_html, split_long_line
 
 NHS_HTML = (
     "<p><strong>Duties:</strong></p><ul><li>Manage budgets</li><li>Lead &amp; support staff</li></ul>"

@@ -7,8 +7,8 @@ import pytest
 import spacy
 
 from pipeline.errors import ConfigError
-from pipeline.supervision import TrainingPair
-from pipeline.training import TrainingSettings, mask_text, read_config, resolve_training, train
+from pipeline.training.supervision import TrainingPair
+from pipeline.training.trainer import TrainingSettings, mask_text, read_config, resolve_training, train
 
 from conftest import ROOT, TINY
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 METRICS = ("rp@5", "rp@10", "mrr")
 
@@ -28,8 +28,8 @@ def _mean_sd(values: List[float]) -> str:
 
 
 def untrained_scores(esco: Path, validation: Sequence[Path]) -> Dict[str, float]:
-    from .assemble import assemble
-    from .training import validation_scores
+    from pipeline.components.assembly import assemble
+    from pipeline.training.trainer import validation_scores
 
     return validation_scores(assemble(esco, None), validation)
 
@@ -37,7 +37,7 @@ def untrained_scores(esco: Path, validation: Sequence[Path]) -> Dict[str, float]
 def run_ablation(configs: Path, corpus: Path, esco: Path, output: Path, *, validation: Sequence[Path],
                  seeds: Sequence[int] = (0,), overrides: Sequence[str] = (),
                  names: Sequence[str] = ("in_batch", "random", "taxonomy", "hard", "mixture")) -> str:
-    from .training import train
+    from pipeline.training.trainer import train
 
     if not validation:
         raise ConfigError("the ablation needs --validation files to compare strategies on")

@@ -31,9 +31,9 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import registry
 
-from .corpus import SPLITS, load_corpus, mask_with_offsets
-from .predictions import SPANS_KEY
-from .errors import ConfigError
+from pipeline.corpus.build import SPLITS, load_corpus, mask_with_offsets
+from pipeline.components.predictions import SPANS_KEY
+from pipeline.errors import ConfigError
 
 READER_NAME = "esco.distant_supervision_corpus.v1"
 MASKED_SPANS_KEY = "esco_skills_masked"

@@ -19,9 +19,9 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from .errors import ConfigError
-from .predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
-from .taxonomy import EscoTaxonomy
+from pipeline.errors import ConfigError
+from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
+from pipeline.esco.taxonomy import EscoTaxonomy
 
 PATTERNS_FILE = "patterns.msgpack"
 MATCH_KEY = "ESCO_SKILL"

@@ -49,9 +49,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import ESCO_ATTRIBUTION, __version__
-from .errors import ConfigError, EscoDataError
-from .text import clean_job_ad, is_english, iter_lines, split_long_line
+from pipeline import ESCO_ATTRIBUTION, __version__
+from pipeline.errors import ConfigError, EscoDataError
+from pipeline.io.text import clean_job_ad, is_english, iter_lines, split_long_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import DatasetDict
@@ -941,7 +941,7 @@ def _matcher_for_build(esco: Optional[Path], pipeline_path: Optional[Path], work
     """The matcher pipeline, and a folder that workers can load it from (only if ``save`` and none exists)."""
     if pipeline_path is not None:
         return load_matcher_pipeline(Path(pipeline_path)), Path(pipeline_path)
-    from .assemble import assemble
+    from pipeline.components.assembly import assemble
 
     nlp = assemble(esco, None, with_ranker=False)
     if not save:

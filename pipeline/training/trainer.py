@@ -24,12 +24,12 @@ from spacy.language import Language
 from spacy.util import fix_random_seed, load_config, registry
 from thinc.api import Config
 
-from . import negatives as _negatives  # noqa: F401 - registers the samplers
-from . import supervision as _supervision  # noqa: F401 - registers the sources
-from .assemble import build_pipeline
-from .errors import ConfigError
-from .negatives import NegativeSampler, SamplingContext
-from .supervision import PairSource, SupervisionContext, TrainingPair, collect_pairs
+import pipeline.training.negatives as _negatives  # noqa: F401 - registers the samplers
+import pipeline.training.supervision as _supervision  # noqa: F401 - registers the sources
+from pipeline.components.assembly import build_pipeline
+from pipeline.errors import ConfigError
+from pipeline.training.negatives import NegativeSampler, SamplingContext
+from pipeline.training.supervision import PairSource, SupervisionContext, TrainingPair, collect_pairs
 
 RANKER = "esco_skill_ranker"
 LOG_FILE = "training_log.jsonl"
@@ -154,7 +154,7 @@ def candidate_matrix(positives: Sequence[int], negatives: Sequence[Sequence[int]
 def mask_text(pair: TrainingPair, probability: float, rng: random.Random, mask_token: str) -> str:
     if not probability or not pair.mentions:
         return pair.text
-    from .corpus import mask_mentions
+    from pipeline.corpus.build import mask_mentions
 
     mentions = [{"start": s, "end": e, "uri": u} for s, e, u in pair.mentions]
     return mask_mentions(pair.text, mentions, probability, rng, mask_token)
@@ -174,7 +174,7 @@ def batches(pairs: List[TrainingPair], size: int, rng: random.Random, start_step
 
 def validation_scores(nlp: Language, files: Sequence[Path]) -> Dict[str, float]:
     """RP@5 / RP@10 / MRR per validation file, and the mean RP@5 that model selection maximizes."""
-    from .evaluate import evaluate_benchmark
+    from pipeline.evaluation.benchmark import evaluate_benchmark
 
     out: Dict[str, float] = {}
     for path in files:

@@ -17,7 +17,7 @@ from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
 from spacy.util import registry
 
-from .text import clean_job_ad, english_score, is_english
+from pipeline.io.text import clean_job_ad, english_score, is_english
 
 DEFAULT_PUNCT = (".", "!", "?", ";", "…", "。")
 # spaCy's own guard (1M chars) protects parsers; our pipeline is linear in length, so allow far more.

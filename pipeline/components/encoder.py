@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from spacy.util import registry
 
-from .errors import ConfigError, ModelNotFoundError
+from pipeline.errors import ConfigError, ModelNotFoundError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED_MODELS = {

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from spacy.util import registry
 
-from .errors import ConfigError
-from .taxonomy import EscoTaxonomy
+from pipeline.errors import ConfigError
+from pipeline.esco.taxonomy import EscoTaxonomy
 
 if not hasattr(registry, "supervision_sources"):
     registry.create("supervision_sources", entry_points=True)
@@ -76,7 +76,7 @@ class CorpusPairs(PairSource):
         self.split, self.max_pairs_per_skill, self.max_pairs = split, max_pairs_per_skill, max_pairs
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
-        from .corpus import load_corpus
+        from pipeline.corpus.build import load_corpus
 
         if ctx.corpus_dir is None:
             raise ConfigError("[training.supervision.corpus] needs a corpus folder (--corpus / CORPUS_DIR)")

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List
 from spacy import displacy
 from spacy.tokens import Doc, Span
 
-from .predictions import SPANS_KEY, SkillPrediction, register_extensions
+from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions
 
 TYPE_COLORS = {"knowledge": "#a6cee3", "skill/competence": "#b2df8a"}
 DEFAULT_COLOR = "#ddd"

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import ConfigError, EscoDataError, ModelNotFoundError
+from pipeline.errors import ConfigError, EscoDataError, ModelNotFoundError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ESCO skill extraction for job ads (spaCy).")
 
@@ -29,7 +29,7 @@ def assemble(
     encoder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", help="Encoder name or local path."),
 ) -> None:
     """Build a pipeline folder (segmenter, normalizer, matcher, ranker) from the ESCO export."""
-    from .assemble import assemble as build
+    from pipeline.components.assembly import assemble as build
 
     try:
         nlp = build(esco, output, with_ranker=ranker, encoder=encoder)
@@ -55,7 +55,7 @@ def extract(
     n_process: int = typer.Option(1),
 ) -> None:
     """Find the ESCO skills in job ads."""
-    from .extract import extract_file
+    from pipeline.commands.extract import extract_file
 
     try:
         extract_file(model, input, output, csv_path=csv_output, text_field=text_field, id_field=id_field,
@@ -77,7 +77,7 @@ def corpus(
     workers: int = typer.Option(2, help="Processes for cleaning and matching."),
 ) -> None:
     """Build the distant-supervision corpus (sentence → ESCO skills) from unlabelled job ads."""
-    from .corpus import build_corpus
+    from pipeline.corpus.build import build_corpus
 
     try:
         manifest = build_corpus(inputs, output, esco=esco, limit=limit, text_field=text_field, id_field=id_field,
@@ -98,7 +98,7 @@ def train(
     resume: bool = typer.Option(False, help="Resume from the last checkpoint in OUTPUT."),
 ) -> None:
     """Train the bi-encoder ranker from a config; write a loadable pipeline."""
-    from .training import train as run_training
+    from pipeline.training.trainer import train as run_training
 
     try:
         run_training(config, corpus, output, esco=esco, validation=validation, overrides=overrides, resume=resume)
@@ -116,8 +116,8 @@ def evaluate(
     """RP@5 / RP@10 / MRR on benchmark CSVs, span P/R/F1 (seqeval) on span files."""
     import spacy
 
-    from .encoder import quantized_override
-    from .evaluate import evaluate_files, format_table
+    from pipeline.components.encoder import quantized_override
+    from pipeline.evaluation.benchmark import evaluate_files, format_table
 
     try:
         nlp = spacy.load(model, config=quantized_override()) if quantize else model
@@ -141,7 +141,7 @@ def bench(
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also time the int8 encoder path."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
-    from .bench import run_benchmarks
+    from pipeline.evaluation.bench import run_benchmarks
 
     try:
         run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats,
@@ -158,7 +158,7 @@ def package(
     version: str = typer.Option("0.1.0"),
 ) -> None:
     """Build the pip-installable wheel en_esco_skills with `spacy package`."""
-    from .packaging import build_package
+    from pipeline.commands.packaging import build_package
 
     try:
         wheel = build_package(model, output, name=name, version=version)
@@ -178,7 +178,7 @@ def ablation(
     overrides: List[str] = typer.Option([], "--set"),
 ) -> None:
     """Train every config with the same corpus, budget and seeds; print and save the table."""
-    from .ablation import run_ablation
+    from pipeline.training.ablation import run_ablation
 
     try:
         run_ablation(configs, corpus, esco, output, validation=validation, seeds=seeds, overrides=overrides)

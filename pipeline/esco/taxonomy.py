@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import srsly
 
-from .errors import EscoDataError
+from pipeline.errors import EscoDataError
 
 SKILLS_FILE = "skills_en.csv"
 GROUPS_FILE = "skillGroups_en.csv"

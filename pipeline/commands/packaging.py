@@ -15,8 +15,8 @@ from typing import Dict
 
 import srsly
 
-from . import ESCO_ATTRIBUTION, __version__
-from .errors import EscoDataError
+from pipeline import ESCO_ATTRIBUTION, __version__
+from pipeline.errors import EscoDataError
 
 DISTRIBUTION = "esco-skill-pipeline"
 LICENSE = "MIT (code); ESCO data: European Commission, reuse allowed with attribution"

@@ -16,14 +16,14 @@ from typing import Callable, Dict, List, Sequence
 
 import spacy
 
-from .text import clean_job_ad, iter_lines
+from pipeline.io.text import clean_job_ad, iter_lines
 
 MATCHER_PIPES = ("esco_job_ad_segmenter", "esco_token_normalizer", "esco_skill_matcher")
 
 
 def read_ads(paths: Sequence[Path], limit: int, text_field: str = "description") -> List[str]:
     """The first `limit` ads, spread over the files, read by the same reader as ``extract``."""
-    from .extract import iter_ads
+    from pipeline.commands.extract import iter_ads
 
     per_file = max(1, limit // max(1, len(paths)))
     ads = [ad.text for path in paths for ad in islice(iter_ads(path, text_field=text_field), per_file)]
@@ -83,7 +83,7 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
     results["full pipeline, whole ads"]["sentences per ad (first 20)"] = n_ad_sentences / max(1, min(20, len(ads)))
     results["peak memory"] = {"MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if quantize and "esco_skill_ranker" in nlp.pipe_names:
-        from .encoder import quantized_override
+        from pipeline.components.encoder import quantized_override
 
         fast = spacy.load(model, config=quantized_override())
         fast_ranker = fast.get_pipe("esco_skill_ranker")

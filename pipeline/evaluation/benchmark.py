@@ -33,10 +33,10 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.util import filter_spans
 
-from .errors import ConfigError, EscoDataError
-from .extract import load_pipeline, open_text, read_lines
-from .predictions import SPANS_KEY, SkillPrediction
-from .taxonomy import EscoTaxonomy
+from pipeline.errors import ConfigError, EscoDataError
+from pipeline.commands.extract import load_pipeline, open_text, read_lines
+from pipeline.components.predictions import SPANS_KEY, SkillPrediction
+from pipeline.esco.taxonomy import EscoTaxonomy
 
 IGNORED_LABELS = frozenset({"LABEL NOT PRESENT", "UNDERSPECIFIED"})
 RANK_CUTOFFS = (5, 10)

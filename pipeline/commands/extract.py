@@ -36,8 +36,8 @@ from spacy.tokens import Doc, Span
 from tqdm import tqdm
 from wasabi import table
 
-from .errors import ConfigError, EscoDataError
-from .predictions import SkillPrediction
+from pipeline.errors import ConfigError, EscoDataError
+from pipeline.components.predictions import SkillPrediction
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_COLUMNS = ("ad_id", "uri", "label", "score", "explicit")

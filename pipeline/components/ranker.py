@@ -19,10 +19,10 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
-from .encoder import EncoderSettings, TransformerEncoder, resolve_model_path
-from .errors import ConfigError
-from .predictions import SkillPrediction, register_extensions, set_predictions
-from .taxonomy import EscoTaxonomy, Skill
+from pipeline.components.encoder import EncoderSettings, TransformerEncoder, resolve_model_path
+from pipeline.errors import ConfigError
+from pipeline.components.predictions import SkillPrediction, register_extensions, set_predictions
+from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 
 SKILL_TEXTS = ("preferred", "preferred+alt", "preferred+description", "preferred+alt+description")
 ENCODER_DIR = "encoder"

@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from spacy.util import registry
 
-from .errors import ConfigError
-from .taxonomy import EscoTaxonomy
+from pipeline.errors import ConfigError
+from pipeline.esco.taxonomy import EscoTaxonomy
 
 if not hasattr(registry, "negative_samplers"):
     registry.create("negative_samplers", entry_points=True)

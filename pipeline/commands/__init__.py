@@ -1,0 +1,1 @@
+"""What users run: extract, render, package and the command line."""

@@ -1,0 +1,1 @@
+"""The distant-supervision corpus: job ads -> sentences labelled with the ESCO skills the matcher finds."""

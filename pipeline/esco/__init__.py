@@ -1,0 +1,1 @@
+"""The ESCO knowledge base: skills, groups, hierarchy and occupations read from the official CSV export."""

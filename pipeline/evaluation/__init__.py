@@ -1,0 +1,1 @@
+"""Measuring the pipeline: benchmark ranking metrics, span scores, dev signals and throughput."""

@@ -1,0 +1,1 @@
+"""Training the ranker: settings, configs, positive sources, negative samplers, masking, loss and the loop."""
