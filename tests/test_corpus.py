@@ -13,13 +13,12 @@ from thinc.api import Config
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
+from pipeline.training.masking import mask_mentions, mask_with_offsets
 from pipeline.corpus.build import (
     MANIFEST_FILE,
     CorpusInputWarning,
     build_corpus,
     load_corpus,
-    mask_mentions,
-    mask_with_offsets,
 )
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.training.readers import READER_NAME, create_distant_supervision_reader

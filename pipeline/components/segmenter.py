@@ -41,6 +41,10 @@ class JobAdTokenizer:
     def __call__(self, text: str) -> Doc:
         return self.tokenizer(clean_job_ad(text) if self.clean else text)
 
+    def make_raw_doc(self, text: str) -> Doc:
+        """Tokenize without the clean-up: for text that is clean already and whose offsets must not move."""
+        return self.tokenizer(text)
+
     def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterable[Doc]:
         for text in texts:
             yield self(text)
@@ -85,6 +89,11 @@ def create_allow_long_documents(max_length: int = DEFAULT_MAX_LENGTH) -> Callabl
     return after_creation
 
 
+class NonEnglishWarning(UserWarning):
+    """A document does not look like English; filter by category (``warnings.simplefilter("ignore",
+    NonEnglishWarning)``) rather than by message text."""
+
+
 class JobAdSegmenter:
     """Sets sentence starts and ``doc._.english_score`` / ``doc._.is_english``.
 
@@ -120,7 +129,7 @@ class JobAdSegmenter:
                 "other languages' function words more frequent): "
                 f"'{doc.text[:60]}…'. ESCO labels here are English, so expect few and unreliable skills. "
                 "Check doc._.is_english to filter such ads.",
-                UserWarning,
+                NonEnglishWarning,
                 stacklevel=2,
             )
         return doc

@@ -31,7 +31,8 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import registry
 
-from pipeline.corpus.build import SPLITS, load_corpus, mask_with_offsets
+from pipeline.corpus.build import SPLITS, load_corpus
+from pipeline.training.masking import mask_with_offsets
 from pipeline.components.predictions import SPANS_KEY
 from pipeline.errors import ConfigError
 

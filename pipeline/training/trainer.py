@@ -28,6 +28,7 @@ import pipeline.training.negatives as _negatives  # noqa: F401 - registers the s
 import pipeline.training.supervision as _supervision  # noqa: F401 - registers the sources
 from pipeline.components.assembly import build_pipeline
 from pipeline.errors import ConfigError
+from pipeline.training.masking import mask_mentions
 from pipeline.training.negatives import NegativeSampler, SamplingContext
 from pipeline.training.supervision import PairSource, SupervisionContext, TrainingPair, collect_pairs
 
@@ -154,8 +155,6 @@ def candidate_matrix(positives: Sequence[int], negatives: Sequence[Sequence[int]
 def mask_text(pair: TrainingPair, probability: float, rng: random.Random, mask_token: str) -> str:
     if not probability or not pair.mentions:
         return pair.text
-    from pipeline.corpus.build import mask_mentions
-
     mentions = [{"start": s, "end": e, "uri": u} for s, e, u in pair.mentions]
     return mask_mentions(pair.text, mentions, probability, rng, mask_token)
 
