@@ -62,7 +62,7 @@ bench: install
 	$(BIN)/python -m pipeline bench $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(JOBADS)
 
 package: install
-	$(BIN)/python -m pipeline package $(MODEL_DIR) --output $(DIST_DIR)
+	$(BIN)/python -m pipeline package $(MODEL_DIR) --output $(DIST_DIR) --project-dir .
 
 ablation: install
 	$(BIN)/python -m pipeline ablation configs --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(BUILD)/ablation \

@@ -1,16 +1,33 @@
-"""Error types. Library code raises these; only the CLI turns them into a message and an exit code."""
+"""Error types. Library code raises these; only the CLI turns them into a message and an exit code.
+
+One class per kind of failure, whichever module detects it, all under ``EscoSkillsError`` so that a caller can
+catch the project's errors in one place. Each also derives from the built-in type a caller would expect
+(``ValueError`` for bad values, ``FileNotFoundError`` for missing files, ``RuntimeError`` for misuse).
+"""
 
 
-class EscoDataError(ValueError):
-    """An ESCO export (or another input file) is missing, empty or malformed.
+class EscoSkillsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class EscoDataError(EscoSkillsError, ValueError):
+    """An input file (ESCO export, job ads, benchmark, corpus) is missing, empty or malformed.
 
     The message always names the file and, where known, the line or column at fault.
     """
 
 
-class ConfigError(ValueError):
-    """A training or component setting is out of range; the message names the config key."""
+class ConfigError(EscoSkillsError, ValueError):
+    """A training, component or command setting is out of range; the message names the config key."""
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """No local weights were found for an encoder name; the message lists where we looked."""
+class ModelNotFoundError(EscoSkillsError, FileNotFoundError):
+    """No local weights or pipeline were found for a name; the message lists where we looked."""
+
+
+class IncompletePipelineError(EscoSkillsError, FileNotFoundError):
+    """A saved pipeline folder lacks a file one of its components needs; the message names the file."""
+
+
+class NotInitializedError(EscoSkillsError, RuntimeError):
+    """A component was used or saved before ``nlp.initialize()`` gave it its data."""

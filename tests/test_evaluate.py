@@ -10,20 +10,14 @@ from typer.testing import CliRunner
 from pipeline.commands.cli import app
 from pipeline.errors import EscoDataError
 from pipeline.evaluation.benchmark import (
-    detect_file_kind,
     evaluate_benchmark,
-    evaluate_files,
-    evaluate_spans,
-    format_table,
-    merge_bio,
-    predicted_bio,
     ranking_metrics,
     read_benchmark,
     reciprocal_rank,
     rp_at_k,
-    span_scores,
-    spans_to_bio,
 )
+from pipeline.evaluation.report import detect_file_kind, evaluate_files, format_table
+from pipeline.evaluation.spans import evaluate_spans, merge_bio, predicted_bio, span_scores, spans_to_bio
 
 BUDGETS = "You will manage budgets and write Python code."
 TEAM = "Experience leading a team"

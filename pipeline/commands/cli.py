@@ -8,12 +8,12 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.errors import ConfigError, EscoDataError, ModelNotFoundError
+from pipeline.errors import EscoSkillsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ESCO skill extraction for job ads (spaCy).")
 
 ESCO_OPTION = typer.Option(Path("../shared/esco/v1.1.1"), "--esco", help="ESCO CSV export: folder, zips or CSVs.")
-KNOWN_ERRORS = (EscoDataError, ConfigError, ModelNotFoundError, FileNotFoundError)
+KNOWN_ERRORS = (EscoSkillsError, FileNotFoundError)
 
 
 def _fail(err: Exception) -> None:
@@ -117,7 +117,7 @@ def evaluate(
     import spacy
 
     from pipeline.components.encoder import quantized_override
-    from pipeline.evaluation.benchmark import evaluate_files, format_table
+    from pipeline.evaluation.report import evaluate_files, format_table
 
     try:
         nlp = spacy.load(model, config=quantized_override()) if quantize else model
@@ -156,15 +156,21 @@ def package(
     output: Path = typer.Option(Path("dist"), "--output", "-o", help="Where the wheel goes."),
     name: str = typer.Option("esco_skills"),
     version: str = typer.Option("0.1.0"),
+    project_dir: Optional[Path] = typer.Option(None, "--project-dir",
+                                               help="Also build this checkout's esco-skill-pipeline wheel."),
 ) -> None:
-    """Build the pip-installable wheel en_esco_skills with `spacy package`."""
-    from pipeline.commands.packaging import build_package
+    """Build the pip-installable wheel en_esco_skills with `spacy package` (and the project's wheel)."""
+    from pipeline.commands.packaging import build_package, build_project_wheel
 
     try:
-        wheel = build_package(model, output, name=name, version=version)
+        wheels = [build_package(model, output, name=name, version=version)]
+        if project_dir is not None:
+            wheels.append(build_project_wheel(project_dir, output))
     except KNOWN_ERRORS as err:
         _fail(err)
-    typer.echo(f"wrote {wheel}")
+    for wheel in wheels:
+        typer.echo(f"wrote {wheel}")
+    typer.echo(f"install: pip install torch==2.13.0 {' '.join(str(w) for w in wheels)}")
 
 
 @app.command()
@@ -181,9 +187,10 @@ def ablation(
     from pipeline.training.ablation import run_ablation
 
     try:
-        run_ablation(configs, corpus, esco, output, validation=validation, seeds=seeds, overrides=overrides)
+        table = run_ablation(configs, corpus, esco, output, validation=validation, seeds=seeds, overrides=overrides)
     except KNOWN_ERRORS as err:
         _fail(err)
+    typer.echo(table)
 
 
 def main() -> None:

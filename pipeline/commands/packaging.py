@@ -1,4 +1,6 @@
-"""``make package``: a pip-installable wheel ``en_esco_skills`` of a trained pipeline, built by ``spacy package``.
+"""``make package``: two wheels in one folder — the model ``en_esco_skills`` (built by ``spacy package``) and this
+project's distribution ``esco-skill-pipeline`` (its components) — so that ``pip install DIST/*.whl`` plus the
+pinned torch is the whole install on a machine without this checkout.
 
 Everything the pipeline needs travels inside it: the ESCO knowledge base and patterns (matcher), the encoder
 weights and the skill index (ranker). The wheel depends on this distribution (found by ``spacy package`` from
@@ -9,9 +11,11 @@ offline after ``pip install``.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Union
 
 import srsly
 
@@ -82,3 +86,25 @@ def build_package(model_dir: Path, output: Path, *, name: str = "esco_skills", v
         target = output / wheels[0].name
         shutil.copy2(wheels[0], target)
         return target
+
+
+def build_project_wheel(project_dir: Union[str, Path], output: Path) -> Path:
+    """Build this project's own wheel (``esco-skill-pipeline``) from a checkout into ``output``.
+
+    ``--no-isolation``: the build uses the installed setuptools instead of downloading one, so it works offline.
+    """
+    project_dir = Path(project_dir)
+    if not (project_dir / "setup.cfg").exists() or not (project_dir / "pipeline").is_dir():
+        raise EscoDataError(f"'{project_dir}' is not a checkout of {DISTRIBUTION} (no setup.cfg / pipeline/).")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    before = set(output.glob("esco_skill_pipeline-*.whl"))
+    result = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(output),
+                             str(project_dir)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise EscoDataError(f"building the {DISTRIBUTION} wheel failed:\n{result.stderr[-2000:]}")
+    wheels = sorted(set(output.glob("esco_skill_pipeline-*.whl")) - before) or sorted(output.glob(
+        "esco_skill_pipeline-*.whl"))
+    if not wheels:
+        raise EscoDataError(f"building the {DISTRIBUTION} wheel wrote no wheel to '{output}'")
+    return wheels[-1]

@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List
 from spacy import displacy
 from spacy.tokens import Doc, Span
 
+from pipeline.errors import ConfigError
 from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions
 
 TYPE_COLORS = {"knowledge": "#a6cee3", "skill/competence": "#b2df8a"}
@@ -24,7 +25,7 @@ def render_ad(doc: Doc, top_k: int = 5, *, page: bool = False) -> str:
     """HTML: the ad's top_k skills, then each sentence with its explicit spans (displaCy "span" style) and,
     under it, the sentence's top_k implicit skills. ``page=True`` wraps it in a standalone HTML page."""
     if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
     register_extensions()
     labels = _labels_by_uri(doc)
     parts = ['<div class="esco-ad">', _skill_list(_ad_predictions(doc)[:top_k], "esco-ad-skills", "Top skills")]

@@ -19,7 +19,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
 from pipeline.esco.taxonomy import EscoTaxonomy
 
@@ -175,7 +175,7 @@ class SkillMatcher:
     # ------------------------------------------------------------------ running
     def __call__(self, doc: Doc) -> Doc:
         if self.taxonomy is None:
-            raise ValueError(f"'{self.name}' is not initialized: call nlp.initialize() with an esco_path first.")
+            raise NotInitializedError(f"'{self.name}' is not initialized: call nlp.initialize() with an esco_path first.")
         matches = self.match(doc)
         doc.spans[SPANS_KEY] = [span for span, _ in matches]
         set_predictions(doc, self.sentence_predictions(doc, matches))
@@ -221,7 +221,7 @@ class SkillMatcher:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self.taxonomy is None:
-            raise ValueError(f"'{self.name}' has no knowledge base to save: initialize it first.")
+            raise NotInitializedError(f"'{self.name}' has no knowledge base to save: initialize it first.")
         self.taxonomy.to_disk(path / KB_DIR)
         srsly.write_msgpack(
             path / PATTERNS_FILE,
@@ -237,7 +237,7 @@ class SkillMatcher:
         path = Path(path)
         file = path / PATTERNS_FILE
         if not file.exists():
-            raise FileNotFoundError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
+            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
         self.taxonomy = EscoTaxonomy.from_disk(path / KB_DIR)
         data = srsly.read_msgpack(file)
         self.policy_report = data["report"]

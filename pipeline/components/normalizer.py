@@ -17,6 +17,8 @@ from spacy.lookups import Lookups, load_lookups
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
+from pipeline.errors import IncompletePipelineError
+
 TABLE_NAME = "lemma_lookup"
 
 
@@ -65,7 +67,7 @@ class TokenNormalizer:
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "TokenNormalizer":
         file = Path(path) / "lookups.bin"
         if not file.exists():
-            raise FileNotFoundError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
+            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
         self.lookups = Lookups().from_disk(path)
         self.table = self.lookups.get_table(TABLE_NAME)
         self._cache.clear()

@@ -20,7 +20,8 @@ from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
 from pipeline.components.encoder import EncoderSettings, TransformerEncoder, resolve_model_path
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
+from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.components.predictions import SkillPrediction, register_extensions, set_predictions
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 
@@ -83,7 +84,7 @@ class SkillIndex:
     def from_disk(cls, path: Path) -> "SkillIndex":
         for name in (INDEX_FILE, SKILLS_FILE):
             if not (path / name).exists():
-                raise FileNotFoundError(f"'{path / name}' is missing: the ranker folder is incomplete.")
+                raise IncompletePipelineError(f"'{path / name}' is missing: the ranker folder is incomplete.")
         meta = srsly.read_msgpack(path / SKILLS_FILE)
         vectors = np.load(path / INDEX_FILE, allow_pickle=False)
         return cls(meta["uris"], meta["labels"], meta["types"], vectors, np.asarray(meta["offsets"]))
@@ -124,22 +125,19 @@ class SkillRanker:
     def initialize(self, get_examples: Optional[Callable] = None, *, nlp: Optional[Language] = None,
                    esco_path: Optional[str] = None) -> None:
         """Resolve the encoder weights locally and embed every ESCO skill."""
-        taxonomy = self._taxonomy(nlp or self.nlp, esco_path)
+        taxonomy = EscoTaxonomy.from_esco(esco_path) if esco_path and not self._has_taxonomy(nlp or self.nlp) \
+            else find_taxonomy(nlp or self.nlp)
         self.encoder = TransformerEncoder(resolve_model_path(self.settings.name), self.settings)
         self.rebuild_index(taxonomy)
 
-    def _taxonomy(self, nlp: Language, esco_path: Optional[str]) -> EscoTaxonomy:
-        for _, proc in nlp.pipeline:
-            if getattr(proc, "taxonomy", None) is not None:
-                return proc.taxonomy
-        if esco_path is None:
-            raise ConfigError(f"[initialize.components.{self.name}] esco_path is required when no matcher precedes it")
-        return EscoTaxonomy.from_esco(esco_path)
+    @staticmethod
+    def _has_taxonomy(nlp: Language) -> bool:
+        return any(getattr(proc, "taxonomy", None) is not None for _, proc in nlp.pipeline)
 
     def rebuild_index(self, taxonomy: EscoTaxonomy, progress: bool = False) -> None:
         """Re-embed the skills, e.g. after training changed the encoder."""
         if self.encoder is None:
-            raise ValueError(f"'{self.name}' has no encoder: initialize it first.")
+            raise NotInitializedError(f"'{self.name}' has no encoder: initialize it first.")
         self.index = SkillIndex.build(taxonomy, self.encoder, self.skill_text, progress=progress)
 
     # ------------------------------------------------------------------ running
@@ -153,12 +151,10 @@ class SkillRanker:
         cutting them into encoder batches wastes far less padding than sorting each batch alone.
         """
         if self.encoder is None or self.index is None:
-            raise ValueError(f"'{self.name}' is not initialized: call nlp.initialize() first.")
+            raise NotInitializedError(f"'{self.name}' is not initialized: call nlp.initialize() first.")
         for batch in minibatch(docs, size=batch_size * SORT_WINDOW):
             sentences = [(doc, sent) for doc in batch for sent in self._sentences(doc)]
-            texts = [sent.text.strip() for _, sent in sentences]
-            vectors = self.encoder.encode(texts) if texts else np.zeros((0, self.encoder.dim), np.float32)
-            scores = np.clip(self.index.scores(vectors), 0.0, 1.0) if texts else vectors
+            scores = self._unique_scores([sent.text.strip() for _, sent in sentences])
             # Sentences too short to rank keep what the matcher found in them.
             per_doc: Dict[int, Dict[int, List[SkillPrediction]]] = {id(doc): doc._.esco_sentence_skills for doc in batch}
             for (doc, sent), row in zip(sentences, scores):
@@ -166,6 +162,15 @@ class SkillRanker:
             for doc in batch:
                 set_predictions(doc, per_doc[id(doc)])
                 yield doc
+
+    def _unique_scores(self, texts: List[str]) -> np.ndarray:
+        """[len(texts), n_skills] scores; a sentence repeated in the batch (boilerplate, a pasted ad) is embedded
+        and scored once."""
+        if not texts:
+            return np.zeros((0, len(self.index)), np.float32)
+        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        scores = np.clip(self.index.scores(self.encoder.encode(list(unique))), 0.0, 1.0)
+        return scores[inverse]
 
     def _sentences(self, doc: Doc) -> List[Span]:
         sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
@@ -204,7 +209,7 @@ class SkillRanker:
     # ------------------------------------------------------------------ serialization
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
         if self.encoder is None or self.index is None:
-            raise ValueError(f"'{self.name}' has nothing to save: initialize it first.")
+            raise NotInitializedError(f"'{self.name}' has nothing to save: initialize it first.")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.encoder.save(path / ENCODER_DIR)
@@ -213,14 +218,14 @@ class SkillRanker:
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillRanker":
         path = Path(path)
         if not (path / ENCODER_DIR / "config.json").exists():
-            raise FileNotFoundError(f"'{path / ENCODER_DIR}' holds no encoder: the ranker folder is incomplete.")
+            raise IncompletePipelineError(f"'{path / ENCODER_DIR}' holds no encoder: the ranker folder is incomplete.")
         self.encoder = TransformerEncoder(path / ENCODER_DIR, self.settings)
         self.index = SkillIndex.from_disk(path)
         return self
 
 
 @Language.factory(
-    "esco_skill_ranker",
+    RANKER,
     assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"],
     default_config={
         "encoder": {"@misc": "esco.transformer_encoder.v1"},

@@ -17,11 +17,19 @@ from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
 from spacy.util import registry
 
+from pipeline.errors import ConfigError
 from pipeline.io.text import clean_job_ad, english_score, is_english
 
 DEFAULT_PUNCT = (".", "!", "?", ";", "…", "。")
 # spaCy's own guard (1M chars) protects parsers; our pipeline is linear in length, so allow far more.
 DEFAULT_MAX_LENGTH = 100_000_000
+# A job ad is a few thousand characters; 100k is ~20 pages. Longer "ads" are concatenations or repeated text
+# (a 12 MB one took over 10 minutes): their tail is cut, warned about and recorded in doc._.truncated_chars.
+DEFAULT_MAX_AD_CHARS = 100_000
+
+
+class LongDocumentWarning(UserWarning):
+    """A document was longer than the tokenizer's ``max_chars`` and its tail was cut."""
 
 
 class JobAdTokenizer:
@@ -30,16 +38,28 @@ class JobAdTokenizer:
     ``doc.text`` is therefore the cleaned text: offsets in predictions refer to it, not to the raw HTML.
     """
 
-    def __init__(self, tokenizer: Tokenizer, clean: bool = True):
+    def __init__(self, tokenizer: Tokenizer, clean: bool = True, max_chars: int = DEFAULT_MAX_AD_CHARS):
+        if max_chars < 0:
+            raise ConfigError(f"[nlp.tokenizer] max_chars must be >= 0 (0 = no cap), got {max_chars}")
         self.tokenizer = tokenizer
         self.clean = clean
+        self.max_chars = max_chars
+        register_segmenter_extensions()
 
     @property
     def vocab(self):  # noqa: ANN201 - mirrors spaCy's Tokenizer
         return self.tokenizer.vocab
 
     def __call__(self, text: str) -> Doc:
-        return self.tokenizer(clean_job_ad(text) if self.clean else text)
+        text = clean_job_ad(text) if self.clean else text
+        text, cut = truncate_text(text, self.max_chars)
+        doc = self.tokenizer(text)
+        if cut:
+            doc._.truncated_chars = cut
+            warnings.warn(f"A document of {len(text) + cut:,} characters was cut to {len(text):,} "
+                          f"([nlp.tokenizer] max_chars = {self.max_chars:,}); doc._.truncated_chars = {cut:,}.",
+                          LongDocumentWarning, stacklevel=2)
+        return doc
 
     def make_raw_doc(self, text: str) -> Doc:
         """Tokenize without the clean-up: for text that is clean already and whose offsets must not move."""
@@ -69,12 +89,24 @@ class JobAdTokenizer:
         return getattr(self.tokenizer, name)
 
 
-def create_job_ad_tokenizer(clean_html: bool = True) -> Callable[[Language], JobAdTokenizer]:
-    """Registered as ``esco.job_ad_tokenizer.v1`` (entry point ``spacy_tokenizers``)."""
+def truncate_text(text: str, max_chars: int) -> tuple:
+    """(kept text, number of characters cut): cut at the last line break before ``max_chars`` when there is
+    one in the second half of the budget, so that no sentence is cut in two; ``max_chars = 0`` keeps all."""
+    if not max_chars or len(text) <= max_chars:
+        return text, 0
+    end = text.rfind("\n", max_chars // 2, max_chars)
+    end = end if end > 0 else max_chars
+    return text[:end], len(text) - end
+
+
+def create_job_ad_tokenizer(clean_html: bool = True,
+                            max_chars: int = DEFAULT_MAX_AD_CHARS) -> Callable[[Language], JobAdTokenizer]:
+    """Registered as ``esco.job_ad_tokenizer.v1`` (entry point ``spacy_tokenizers``); ``max_chars`` caps the
+    cleaned text of one document (0 = no cap)."""
 
     def make(nlp: Language) -> JobAdTokenizer:
         base = registry.tokenizers.get("spacy.Tokenizer.v1")()(nlp)
-        return JobAdTokenizer(base, clean=clean_html)
+        return JobAdTokenizer(base, clean=clean_html, max_chars=max_chars)
 
     return make
 
@@ -111,7 +143,7 @@ class JobAdSegmenter:
         warn_non_english: bool = True,
     ):
         if not 0.0 <= min_foreign_share <= 1.0:
-            raise ValueError(f"[components.{name}] min_foreign_share must be in [0, 1], got {min_foreign_share}")
+            raise ConfigError(f"[components.{name}] min_foreign_share must be in [0, 1], got {min_foreign_share}")
         self.name = name
         self.punct_chars = frozenset(punct_chars)
         self.min_foreign_share = min_foreign_share
@@ -162,7 +194,7 @@ class JobAdSegmenter:
 
 
 def register_segmenter_extensions() -> None:
-    for name, default in (("english_score", None), ("is_english", None)):
+    for name, default in (("english_score", None), ("is_english", None), ("truncated_chars", 0)):
         if not Doc.has_extension(name):
             Doc.set_extension(name, default=default)
 

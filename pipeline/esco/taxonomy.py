@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import srsly
 
-from pipeline.errors import EscoDataError
+from pipeline.errors import EscoDataError, IncompletePipelineError
 
 SKILLS_FILE = "skills_en.csv"
 GROUPS_FILE = "skillGroups_en.csv"
@@ -326,7 +326,7 @@ class EscoTaxonomy:
     def from_disk(cls, path: Union[str, Path]) -> "EscoTaxonomy":
         file = Path(path) / KB_FILE
         if not file.exists():
-            raise EscoDataError(f"No ESCO knowledge base at '{file}': the pipeline folder is incomplete.")
+            raise IncompletePipelineError(f"No ESCO knowledge base at '{file}': the pipeline folder is incomplete.")
         return cls.from_dict(srsly.read_msgpack(file))
 
 
