@@ -1,10 +1,10 @@
-"""The distant-supervision corpus: reading bad input, cleaning, boilerplate, dedupe, labels, splits, masking, reader."""
+"""The distant-supervision corpus: bad input in the manifest, cleaning, boilerplate, dedupe, labels, splits, storage,
+reader. The reader of job-ad files is tested in test_jobads.py, masking in test_masking.py."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -13,14 +13,11 @@ from thinc.api import Config
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
-from pipeline.training.masking import mask_mentions, mask_with_offsets
-from pipeline.corpus.build import (
-    MANIFEST_FILE,
-    CorpusInputWarning,
-    build_corpus,
-    load_corpus,
-)
+from pipeline.corpus.build import MANIFEST_FILE, SPLITS, CorpusSettings, build_corpus, load_corpus
+from pipeline.corpus.labelling import SentenceFilter, SentenceLabeller
+from pipeline.corpus.storage import SplitSpill, save_dataset, split_features
 from pipeline.errors import ConfigError, EscoDataError
+from pipeline.io.jobads import JobAdInputWarning
 from pipeline.training.readers import READER_NAME, create_distant_supervision_reader
 
 BOILERPLATE = "We are an equal opportunity employer and value diversity."
@@ -73,10 +70,10 @@ def fixture_corpus(tmp_path_factory, matcher_dir):
     folder = tmp_path_factory.mktemp("corpus_inputs")
     inputs = fixture_inputs(folder)
     output = tmp_path_factory.mktemp("corpus") / "out"
-    with pytest.warns(CorpusInputWarning) as warned:
+    with pytest.warns(JobAdInputWarning) as warned:
         manifest = build(inputs, output, matcher_dir)
     return {"inputs": inputs, "output": output, "manifest": manifest,
-            "warnings": [str(w.message) for w in warned if w.category is CorpusInputWarning]}
+            "warnings": [str(w.message) for w in warned if w.category is JobAdInputWarning]}
 
 
 def examples_of(corpus) -> list:
@@ -164,7 +161,7 @@ def test_corpus_splits_by_ad_deterministically(fixture_corpus, tmp_path, matcher
     assert train_ads and dev_ads and not train_ads & dev_ads
     counts = fixture_corpus["manifest"]["counts"]
     assert counts["ads_dev"] == round(0.5 * (counts["ads_train"] + counts["ads_dev"]))
-    with pytest.warns(CorpusInputWarning):
+    with pytest.warns(JobAdInputWarning):
         build(fixture_corpus["inputs"], tmp_path / "again", matcher_dir)
     again = load_corpus(tmp_path / "again")
     for split in ("train", "dev", "unmatched"):
@@ -172,7 +169,7 @@ def test_corpus_splits_by_ad_deterministically(fixture_corpus, tmp_path, matcher
 
 
 def test_corpus_is_the_same_with_two_workers(fixture_corpus, tmp_path, matcher_dir):
-    with pytest.warns(CorpusInputWarning):
+    with pytest.warns(JobAdInputWarning):
         build(fixture_corpus["inputs"], tmp_path / "parallel", matcher_dir, workers=2)
     first, parallel = load_corpus(fixture_corpus["output"]), load_corpus(tmp_path / "parallel")
     for split in ("train", "dev", "unmatched"):
@@ -187,16 +184,16 @@ def test_limit_counts_ads_read(fixture_corpus, tmp_path, matcher_dir):
 
 # ------------------------------------------------------------------------------------------ errors
 def test_missing_input_is_an_error_before_any_work(tmp_path, matcher_dir):
-    with pytest.raises(EscoDataError, match="nope.jsonl' does not exist"):
+    with pytest.raises(EscoDataError, match="nope.jsonl' not found"):
         build([tmp_path / "nope.jsonl"], tmp_path / "out", matcher_dir)
     (tmp_path / "ads.csv").write_text("id,description\n")
-    with pytest.raises(EscoDataError, match="ads.csv' is not a .jsonl"):
+    with pytest.raises(EscoDataError, match="ads.csv' is not a job-ad file"):
         build([tmp_path / "ads.csv"], tmp_path / "out", matcher_dir)
 
 
 def test_input_without_usable_ads_is_an_error(tmp_path, matcher_dir):
     path = write_lines(tmp_path / "ads.jsonl", [{"id": "1", "text": "Manage budgets daily."}])
-    with pytest.warns(CorpusInputWarning), pytest.raises(EscoDataError, match="No usable ads in .*ads.jsonl"):
+    with pytest.warns(JobAdInputWarning), pytest.raises(EscoDataError, match="No usable ads in .*ads.jsonl"):
         build([path], tmp_path / "out", matcher_dir)
 
 
@@ -215,51 +212,42 @@ def test_load_corpus_names_the_missing_part(tmp_path, fixture_corpus):
         load_corpus(tmp_path / "half")
 
 
-# ------------------------------------------------------------------------------------------ masking
-SENTENCE = "You will manage budgets and use Python daily."
-MENTIONS = [{"start": 9, "end": 23, "uri": "u:budgets"}, {"start": 32, "end": 38, "uri": "u:python"}]
+# ------------------------------------------------------------------------------------------ storage
+def test_splits_are_saved_with_the_public_datasets_api(tmp_path, monkeypatch):
+    import datasets.arrow_writer
+
+    monkeypatch.setattr(datasets.arrow_writer, "ArrowWriter", None)  # private API: the build must not need it
+    (tmp_path / "work").mkdir()
+    rows = SplitSpill(tmp_path / "work")
+    row = {"text": "You will manage budgets.", "uris": ["u:b"], "mentions": [{"start": 9, "end": 23, "uri": "u:b"}],
+           "ad_id": "a1", "source": "nhs"}
+    rows.write("train", row)
+    rows.write("train", {**row, "ad_id": "a2"})
+    rows.write("unmatched", {"text": "Hello there, all.", "ad_id": "a1", "source": "nhs"})
+    save_dataset(rows, tmp_path / "out" / "dataset", tmp_path / "work" / "arrow", progress=False)
+    (tmp_path / "out" / MANIFEST_FILE).write_text("{}")
+    corpus = load_corpus(tmp_path / "out")  # what the training code reads
+    assert [len(corpus[split]) for split in SPLITS] == [2, 0, 1]  # an empty split is saved too
+    assert corpus["train"].to_list() == [row, {**row, "ad_id": "a2"}]
+    assert all(corpus[split].features == split_features(split) for split in SPLITS)
 
 
-def test_mask_mentions_replaces_or_deletes_every_mention():
-    assert mask_mentions(SENTENCE, MENTIONS, 1.0, random.Random(0)) == "You will [MASK] and use [MASK] daily."
-    assert mask_mentions(SENTENCE, MENTIONS, 1.0, random.Random(0), mask_token="<mask>") \
-        == "You will <mask> and use <mask> daily."
-    assert mask_mentions(SENTENCE, MENTIONS, 1.0, random.Random(0), mask_token="") == "You will and use daily."
+def test_build_keeps_exporting_what_training_imports():
+    from pipeline.corpus import build, storage
+
+    assert (build.load_corpus, build.SPLITS, build.MANIFEST_FILE) == (storage.load_corpus, storage.SPLITS,
+                                                                      storage.MANIFEST_FILE)
+    assert CorpusSettings().ad_format().text_field == "description"
 
 
-def test_mask_mentions_with_probability_zero_changes_nothing_and_draws_nothing():
-    rng = random.Random(3)
-    assert mask_mentions(SENTENCE, MENTIONS, 0.0, rng) == SENTENCE
-    assert rng.random() == random.Random(3).random()
-
-
-def test_mask_mentions_is_reproducible_and_independent_per_mention():
-    outputs = {mask_mentions(SENTENCE, MENTIONS, 0.5, random.Random(seed)) for seed in range(40)}
-    assert outputs == {SENTENCE, "You will [MASK] and use Python daily.",
-                       "You will manage budgets and use [MASK] daily.", "You will [MASK] and use [MASK] daily."}
-    assert mask_mentions(SENTENCE, MENTIONS, 0.5, random.Random(7)) == mask_mentions(SENTENCE, MENTIONS, 0.5,
-                                                                                     random.Random(7))
-
-
-def test_mask_mentions_masks_a_shared_label_once():
-    shared = MENTIONS[:1] + [{"start": 9, "end": 23, "uri": "u:other"}]
-    assert mask_mentions(SENTENCE, shared, 1.0, random.Random(0)) == "You will [MASK] and use Python daily."
-
-
-def test_mask_with_offsets_reoffsets_the_kept_mentions():
-    text, mentions, masked = mask_with_offsets(SENTENCE, MENTIONS, 1.0, random.Random(0), mask_token="[M]")
-    assert masked == ["u:budgets", "u:python"]
-    assert [text[m["start"] : m["end"]] for m in mentions] == ["[M]", "[M]"]
-    rng = next(random.Random(seed) for seed in range(100)
-               if mask_mentions(SENTENCE, MENTIONS, 0.5, random.Random(seed)).startswith("You will [MASK] and use P"))
-    text, mentions, masked = mask_with_offsets(SENTENCE, MENTIONS, 0.5, rng, mask_token="")
-    assert (text, masked) == ("You will and use Python daily.", ["u:budgets"])
-    assert [(text[m["start"] : m["end"]], m["uri"]) for m in mentions] == [("Python", "u:python")]
-
-
-def test_mask_mentions_rejects_a_bad_probability():
-    with pytest.raises(ValueError, match=r"mask probability must be in \[0, 1\], got 1.5"):
-        mask_mentions(SENTENCE, MENTIONS, 1.5, random.Random(0))
+def test_labeller_keeps_offsets_into_the_clean_line(matcher_nlp, uri_of):
+    """Corpus lines are clean already: the labeller must not clean them again (which would move offsets)."""
+    labeller = SentenceLabeller(matcher_nlp, SentenceFilter())
+    line = "CafÃ© staff at the <b>cafe</b> need Python and SQL experience."  # cleaning would change both
+    n_matches, [(_, status, text, mentions)] = labeller.label_line(line)
+    assert (n_matches, status, text) == (2, "ok", line)
+    assert [(text[s:e], uri) for s, e, uri in mentions] == [("Python", uri_of("Python (computer programming)")),
+                                                            ("SQL", uri_of("SQL"))]
 
 
 # ------------------------------------------------------------------------------------------ spaCy reader

@@ -12,8 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
-from pipeline.errors import EscoDataError
-from pipeline.commands.extract import CSV_COLUMNS, ReadReport, extract_file, iter_ads
+from pipeline.commands.extract import CSV_COLUMNS, extract_file
+from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
+from pipeline.errors import ModelNotFoundError
+from pipeline.io.jobads import JobAdInputWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_AD = ROOT / "corpora" / "fixtures" / "sample_job_ad.html"
@@ -31,20 +33,8 @@ def write_jsonl(path: Path, lines) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def test_text_file_is_one_ad(tmp_path):
-    path = tmp_path / "ad.txt"
-    path.write_text(AD + "\n\nSecond paragraph.\n")
-    ads = list(iter_ads(path))
-    assert [(ad.id, ad.text) for ad in ads] == [("ad.txt", AD + "\n\nSecond paragraph.\n")]
-
-
-def test_text_file_with_lines_is_one_ad_per_line(tmp_path):
-    path = tmp_path / "ads.txt"
-    path.write_text(f"{AD}\n\n{OTHER_AD}\r\n")
-    assert [(ad.id, ad.text) for ad in iter_ads(path, lines=True)] == [("ads.txt:1", AD), ("ads.txt:3", OTHER_AD)]
-
-
-def test_malformed_jsonl_lines_are_warned_about_counted_and_skipped(tmp_path):
+# The reader itself (pipeline.io.jobads, shared with the corpus) is tested in test_jobads.py.
+def test_extract_skips_malformed_lines_and_counts_them_by_reason(tmp_path, matcher_nlp):
     path = write_jsonl(tmp_path / "ads.jsonl", [
         {"id": "a1", "description": AD},
         b"{not json",
@@ -54,28 +44,29 @@ def test_malformed_jsonl_lines_are_warned_about_counted_and_skipped(tmp_path):
         b"\xff\xfe broken bytes",
         {"id": 7, "description": OTHER_AD},
     ])
-    report = ReadReport()
+    output = tmp_path / "out.jsonl"
     with pytest.warns(UserWarning) as record:
-        ads = list(iter_ads(path, report=report))
-    assert [(ad.id, ad.text) for ad in ads] == [("a1", AD), ("7", OTHER_AD)]
-    assert report.n_skipped == 5
+        summary = extract_file(matcher_nlp, path, output)
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == ["a1", "7"]
+    assert summary.n_ads == 2 and summary.n_skipped == 5 and summary.n_repaired == 1
+    assert summary.skipped == {"malformed JSON": 2, "not a JSON object": 1, "missing text field 'description'": 1,
+                               "empty text field 'description'": 1}
     messages = [str(w.message) for w in record]
-    for line, reason in [(2, "not valid JSON"), (3, "a JSON list, not an object"), (4, "no text field 'description'"),
-                         (5, "'description' is empty"), (6, "not UTF-8")]:
+    for line, reason in [(2, "malformed JSON"), (3, "not a JSON object"), (4, "missing text field 'description'"),
+                         (5, "empty text field 'description'"), (6, "non-UTF-8 bytes replaced")]:
         assert any(f"ads.jsonl:{line}: {reason}" in message for message in messages), (line, messages)
+    assert any("skipped: 2 × malformed JSON" in message for message in messages)
 
 
-def test_gzipped_jsonl_with_custom_fields(tmp_path):
-    path = write_jsonl(tmp_path / "ads.jsonl.gz", [{"ref": "x1", "body": AD}, {"body": OTHER_AD}])
-    ads = list(iter_ads(path, text_field="body", id_field="ref"))
-    assert [ad.id for ad in ads] == ["x1", "ads.jsonl.gz:2"]
-
-
-def test_truncated_gzip_raises_an_error_naming_the_file(tmp_path):
+def test_extract_keeps_the_ads_before_a_truncated_gzip(tmp_path, matcher_nlp):
     path = write_jsonl(tmp_path / "ads.jsonl.gz", [{"id": i, "description": AD * 50} for i in range(50)])
     path.write_bytes(path.read_bytes()[:-200])
-    with pytest.raises(EscoDataError, match="ads.jsonl.gz' could not be read to the end"):
-        list(iter_ads(path))
+    output = tmp_path / "out.jsonl"
+    with pytest.warns(JobAdInputWarning, match="ads.jsonl.gz:.*truncated or corrupt gzip"):
+        summary = extract_file(matcher_nlp, path, output)  # no exception halfway
+    ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
+    assert 1 <= len(ids) < 50 and ids == [str(i) for i in range(len(ids))]
+    assert summary.n_ads == len(ids) and summary.file_errors == {"truncated or corrupt gzip": 1}
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -150,6 +141,32 @@ def test_extract_over_two_processes_gives_the_same_records(tmp_path, matcher_dir
     assert parallel.read_text() == single.read_text()
 
 
+def test_extract_runs_a_loaded_pipeline_over_two_processes(tmp_path, matcher_nlp):
+    """spaCy's own n_process: docs come back from the workers with their predictions (no private pool)."""
+    path = write_jsonl(tmp_path / "ads.jsonl", [{"id": str(i), "description": ad} for i, ad in
+                                                 enumerate([AD, OTHER_AD, AD])])
+    single, parallel = tmp_path / "single.jsonl", tmp_path / "parallel.jsonl"
+    extract_file(matcher_nlp, path, single)
+    summary = extract_file(matcher_nlp, path, parallel, n_process=2, batch_size=1)
+    assert summary.n_ads == 3 and summary.n_with_skills == 3
+    assert parallel.read_text() == single.read_text()
+
+
+def test_extract_counts_ads_cut_by_the_length_cap(tmp_path, matcher_nlp, monkeypatch):
+    monkeypatch.setattr(matcher_nlp.tokenizer, "max_chars", 100)
+    long_ad = " ".join([AD] * 4)
+    path = tmp_path / "ads.txt"
+    path.write_text(f"{AD}\n{long_ad}\n")
+    output = tmp_path / "out.jsonl"
+    with pytest.warns(UserWarning) as record:
+        summary = extract_file(matcher_nlp, path, output, lines=True)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["truncated_chars"] for r in records] == [0, len(long_ad) - 100]
+    assert summary.n_truncated == 1 and "1 truncated" in summary.describe()
+    assert [str(w.message) for w in record if "longer than the tokenizer's cap" in str(w.message)]
+    assert not [w for w in record if issubclass(w.category, (LongDocumentWarning, NonEnglishWarning))]
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_extract_table_of_the_sample_ad(matcher_dir, uri_of):
     result = CliRunner().invoke(app, ["extract", str(matcher_dir), str(SAMPLE_AD), "--table"])
@@ -174,6 +191,13 @@ def test_cli_extract_reports_a_missing_model(tmp_path):
     result = CliRunner().invoke(app, ["extract", str(tmp_path / "no_model"), str(path)])
     assert result.exit_code == 2
     assert "Could not load a spaCy pipeline" in result.output and "no_model" in result.output
+
+
+def test_extract_reports_a_missing_model_as_model_not_found(tmp_path):
+    path = tmp_path / "ad.txt"
+    path.write_text(AD)
+    with pytest.raises(ModelNotFoundError, match="no_model"):
+        extract_file(tmp_path / "no_model", path)
 
 
 def test_cli_extract_reports_a_missing_input(matcher_dir, tmp_path):

@@ -10,23 +10,21 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
 import spacy
 
+from pipeline.components.pipes import MATCHER_PIPES
+from pipeline.io import jobads
 from pipeline.io.text import clean_job_ad, iter_lines
-
-MATCHER_PIPES = ("esco_job_ad_segmenter", "esco_token_normalizer", "esco_skill_matcher")
 
 
 def read_ads(paths: Sequence[Path], limit: int, text_field: str = "description") -> List[str]:
-    """The first `limit` ads, spread over the files, read by the same reader as ``extract``."""
-    from pipeline.commands.extract import iter_ads
-
+    """The first `limit` ads, spread over the files, read by the job-ad reader ``corpus`` and ``extract`` use."""
     per_file = max(1, limit // max(1, len(paths)))
-    ads = [ad.text for path in paths for ad in islice(iter_ads(path, text_field=text_field), per_file)]
+    ad_format = jobads.AdFormat(text_field=text_field)
+    ads = [ad.text for path in paths for ad in jobads.read_ads(path, ad_format, limit=per_file)]
     return ads[:limit]
 
 
