@@ -56,7 +56,8 @@ train: install
 		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK))
 
 evaluate: install
-	$(BIN)/python -m pipeline evaluate $(MODELS) $(BENCHMARK) $(SPANS) --output $(METRICS)
+	$(BIN)/python -m pipeline evaluate $(MODELS) $(BENCHMARK) $(SPANS) --output $(METRICS) \
+		$(if $(wildcard $(CORPUS_DIR)/manifest.json),--corpus $(CORPUS_DIR))
 
 bench: install
 	$(BIN)/python -m pipeline bench $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(JOBADS)

@@ -43,7 +43,8 @@ def assemble(
 @app.command()
 def extract(
     model: Path = typer.Argument(..., help="Pipeline folder or installed package name."),
-    input: Path = typer.Argument(..., help=".txt (one ad per file, or per line with --lines), .jsonl or .jsonl.gz"),
+    input: Path = typer.Argument(..., help="A folder, .jsonl/.ndjson/.json (JSON Lines), or .txt/.html/.htm (one ad "
+                                           "per file, or per line with --lines); any of them gzipped."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output, one line per ad."),
     csv_output: Optional[Path] = typer.Option(None, "--csv", help="Also write (ad, uri, label, score, explicit) CSV."),
     text_field: str = typer.Option("description", help="JSONL field holding the ad text."),
@@ -58,15 +59,18 @@ def extract(
     from pipeline.commands.extract import extract_file
 
     try:
-        extract_file(model, input, output, csv_path=csv_output, text_field=text_field, id_field=id_field,
-                     lines=lines, top_k=top_k, print_table=table, batch_size=batch_size, n_process=n_process)
+        summary = extract_file(model, input, output, csv_path=csv_output, text_field=text_field, id_field=id_field,
+                               lines=lines, top_k=top_k, print_table=table, batch_size=batch_size,
+                               n_process=n_process)
     except KNOWN_ERRORS as err:
         _fail(err)
+    typer.echo(summary.describe(), err=True)
 
 
 @app.command()
 def corpus(
-    inputs: List[Path] = typer.Argument(..., help="Job-ad files: .jsonl, .jsonl.gz or .txt"),
+    inputs: List[Path] = typer.Argument(..., help="Job-ad files or folders: JSON Lines (.jsonl/.ndjson/.json) or "
+                                                  "text/HTML (.txt/.html/.htm, one ad per file); any gzipped."),
     esco: Path = ESCO_OPTION,
     output: Path = typer.Option(..., "--output", "-o", help="Corpus folder (datasets on disk + manifest.json)."),
     limit: Optional[int] = typer.Option(None, help="Read at most this many ads (in total)."),
@@ -112,16 +116,18 @@ def evaluate(
     files: List[Path] = typer.Argument(..., help="Benchmark CSVs and/or span JSONL files (recognised by content)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics JSON: {file: {metric: value}}"),
     quantize: bool = typer.Option(False, "--quantize", help="Run the ranker's encoder in int8 (faster path)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus folder: adds the masked-mention dev signal."),
+    dev_signals: bool = typer.Option(True, "--dev-signals/--no-dev-signals",
+                                     help="Score the masked-mention and ESCO paraphrase dev signals (needs a ranker)."),
 ) -> None:
-    """RP@5 / RP@10 / MRR on benchmark CSVs, span P/R/F1 (seqeval) on span files."""
-    import spacy
-
+    """RP@5 / RP@10 / MRR on benchmark CSVs and dev signals, span P/R/F1 (seqeval) on span files."""
     from pipeline.components.encoder import quantized_override
+    from pipeline.components.pipes import RANKER, load_pipeline
     from pipeline.evaluation.report import evaluate_files, format_table
 
     try:
-        nlp = spacy.load(model, config=quantized_override()) if quantize else model
-        metrics = evaluate_files(nlp, files)
+        nlp = load_pipeline(model, config=quantized_override()) if quantize else load_pipeline(model)
+        metrics = evaluate_files(nlp, files, corpus_dir=corpus, dev_signals=dev_signals and RANKER in nlp.pipe_names)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(format_table(metrics))

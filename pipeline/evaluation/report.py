@@ -15,6 +15,7 @@ from wasabi import table
 from pipeline.components.pipes import load_pipeline
 from pipeline.errors import EscoDataError
 from pipeline.evaluation.benchmark import evaluate_benchmark
+from pipeline.evaluation.dev_signals import evaluate_dev_signals
 from pipeline.evaluation.spans import evaluate_spans
 from pipeline.io.files import read_lines
 
@@ -63,9 +64,11 @@ def _first_line(path: Path) -> str:
 
 
 def evaluate_files(
-    model: Union[str, Path, Language], files: Sequence[Union[str, Path]], *, batch_size: int = 64
+    model: Union[str, Path, Language], files: Sequence[Union[str, Path]], *, batch_size: int = 64,
+    corpus_dir: Optional[Union[str, Path]] = None, dev_signals: bool = False,
 ) -> Dict[str, Dict[str, float]]:
-    """{file: {metric: value}} for benchmark CSVs and span JSONL files, recognised by content.
+    """{file: {metric: value}} for benchmark CSVs and span JSONL files, recognised by content, and with
+    ``dev_signals`` the masked-mention (needs ``corpus_dir``) and ESCO paraphrase signals as extra columns.
 
     Unknown benchmark labels are counted in ``n_unknown_labels`` and named in a ``UserWarning``.
     """
@@ -87,7 +90,18 @@ def evaluate_files(
             results[path] = result.metrics
         else:
             results[path] = evaluate_spans(nlp, path, batch_size=batch_size)
+    if dev_signals:
+        results.update(dev_signal_columns(evaluate_dev_signals(nlp, Path(corpus_dir) if corpus_dir else None)))
     return results
+
+
+def dev_signal_columns(scores: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    """``{"masked/rp@5": x, ...}`` → one table column per signal: ``{"masked dev": {"rp@5": x, ...}, ...}``."""
+    columns: Dict[str, Dict[str, float]] = {}
+    for key, value in scores.items():
+        signal, metric = key.split("/", 1)
+        columns.setdefault(f"{signal} dev", {})[metric] = value
+    return columns
 
 
 def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
