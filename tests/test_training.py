@@ -2,15 +2,27 @@
 
 import json
 import random
+import shutil
+from itertools import islice
 
 import pytest
 import spacy
+import torch
+from safetensors.torch import load_file
+from thinc.api import Config
 
+import pipeline.training.trainer as trainer_module
 from pipeline.errors import ConfigError
+from pipeline.training.config import read_config, resolve_training
+from pipeline.training.loss import candidate_matrix, contrastive_loss
+from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import TrainingPair
-from pipeline.training.trainer import TrainingSettings, mask_text, read_config, resolve_training, train
+from pipeline.training.trainer import mask_text, shuffled_batches, train
 
 from conftest import ROOT, TINY
+
+ENCODER_WEIGHTS = "esco_skill_ranker/encoder/model.safetensors"
+RESUMED = [o.replace("max_steps=12", "max_steps=14") for o in TINY]
 
 
 def test_tiny_training_run_lowers_the_loss(trained):
@@ -20,6 +32,7 @@ def test_tiny_training_run_lowers_the_loss(trained):
     assert len(losses) == 2
     assert losses[1] < losses[0]
     assert summary["steps"] == 12 and summary["pairs"]["corpus"] == 64
+    assert summary["device"] == "cpu"  # TINY asks for device = "cpu"
     assert "tech/rp@5" in log[0]  # the untrained model is scored before the first step
 
 
@@ -35,13 +48,44 @@ def test_trained_pipeline_round_trips_with_identical_scores(trained, tmp_path):
     assert [[u for u, _ in row] for row in before] == [[p.uri for p in nlp(t)._.esco_skills] for t in texts]
 
 
-def test_resume_continues_from_the_checkpoint(trained, tiny_corpus, esco_path):
+def test_saved_training_config_is_complete_and_reproducible(trained):
     out, _ = trained
-    summary = train(str(ROOT / "configs" / "in_batch.cfg"), tiny_corpus, out, esco=esco_path, resume=True,
-                    overrides=[o.replace("max_steps=12", "max_steps=14") for o in TINY])
+    meta = json.loads((out / "meta.json").read_text())
+    config = Config().from_str(meta["esco"]["training_config"], interpolate=False)
+    assert "extends" not in config and "esco_skill_ranker" in config["components"]
+    settings, sampler, sources = resolve_training(config)  # the run can be repeated from meta.json alone
+    assert settings.max_steps == 12 and sampler.describe()["strategy"] == "in_batch" and set(sources) == {
+        "corpus", "alt_labels"}
+    assert spacy.load(out).pipe_names[-1] == "esco_skill_ranker"  # config.cfg loads as it is
+
+
+def copy_trained(trained, tmp_path):
+    """The session's trained pipeline and its checkpoint, copied: resuming writes into both, and the packaging
+    test uses the original."""
+    out, _ = trained
+    model = tmp_path / "model"
+    shutil.copytree(out, model)
+    shutil.copytree(out.with_name(out.name + ".checkpoint"), tmp_path / "model.checkpoint")
+    return model
+
+
+def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(trained, tiny_corpus, esco_path,
+                                                                           shared_path, tmp_path, monkeypatch):
+    out, first = trained
+    model = copy_trained(trained, tmp_path)
+    # Every evaluation after resuming scores worse than the run's best, so the best must come from the checkpoint.
+    worse = {"tech/rp@5": 0.0, "tech/rp@10": 0.0, "tech/mrr": 0.0, "rp@5": -1.0}
+    monkeypatch.setattr(trainer_module, "validation_scores", lambda nlp, files: dict(worse))
+    summary = train(str(ROOT / "configs" / "in_batch.cfg"), tiny_corpus, model, esco=esco_path, resume=True,
+                    validation=[shared_path / "benchmark" / "tech_validation_annotations.csv"], overrides=RESUMED)
     assert summary["steps"] == 14
-    steps = [json.loads(line)["step"] for line in (out / "training_log.jsonl").read_text().splitlines()]
-    assert steps[-1] == 14 and 12 in steps
+    log = [json.loads(line) for line in (model / "training_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log][-2:] == [12, 14] and log[-1]["improved"] is False
+    assert summary["best_metrics"] == first["best_metrics"] and first["best_metrics"]["rp@5"] > -1.0
+    meta = json.loads((model / "meta.json").read_text())
+    assert meta["performance"] and meta["performance"] == json.loads((out / "meta.json").read_text())["performance"]
+    best, shipped = load_file(out / ENCODER_WEIGHTS), load_file(model / ENCODER_WEIGHTS)
+    assert best.keys() == shipped.keys() and all(torch.equal(best[k], shipped[k]) for k in best)
 
 
 def test_mask_text_hides_mentions_for_the_context_objective():
@@ -63,7 +107,40 @@ def test_bad_training_config_names_the_key(override, key):
 
 
 def test_every_shipped_config_resolves():
-
-    for path in sorted((ROOT / "configs").glob("*.cfg")):
+    recipes = [path for path in sorted((ROOT / "configs").glob("*.cfg")) if path.name != "base.cfg"]
+    assert len(recipes) == 6
+    for path in recipes:
         settings, sampler, sources = resolve_training(read_config(path))
         assert isinstance(settings, TrainingSettings) and sources, path
+
+
+def test_asking_for_cuda_without_one_is_a_config_error(tmp_path, esco_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=r"\[training\] device"):
+            resolve_device(name)
+    # train() refuses before it builds anything (no corpus is needed to get there)
+    with pytest.raises(ConfigError, match=r"\[training\] device"):
+        train(ROOT / "configs" / "in_batch.cfg", None, tmp_path / "model", esco=esco_path,
+              overrides=['training.device="cuda"'])
+    assert resolve_device("cpu") == resolve_device("auto") == torch.device("cpu")
+
+
+def test_contrastive_loss_is_low_when_the_positive_is_nearest():
+    skills = torch.nn.functional.normalize(torch.eye(4)[:3], dim=-1)  # [U=3, D=4]
+    unique, cand, mask = candidate_matrix([7, 8], [[8, 9], [7]])  # example 1 has one negative fewer
+    assert unique == [7, 8, 9] and cand.tolist() == [[0, 1, 2], [1, 0, 0]]
+    assert mask.tolist() == [[True, True, True], [True, True, False]]
+    right = contrastive_loss(skills[[0, 1]], skills, cand, mask, temperature=0.05)
+    wrong = contrastive_loss(skills[[1, 0]], skills, cand, mask, temperature=0.05)
+    assert float(right) < 1e-3 < float(wrong)
+
+
+def test_shuffled_batches_are_full_and_resume_exactly():
+    pairs = [TrainingPair(str(i), i, frozenset([i])) for i in range(10)]
+    run = list(islice(shuffled_batches(pairs, 3, random.Random(0)), 7))
+    assert all(len(batch) == 3 for batch in run)  # 10 pairs: 3 full batches per epoch, the tail dropped
+    assert {p.skill for batch in run[:3] for p in batch} < set(range(10))
+    resumed = list(islice(shuffled_batches(pairs, 3, random.Random(0), start_step=4), 3))
+    assert resumed == run[4:7]

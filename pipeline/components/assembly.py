@@ -1,75 +1,53 @@
 """Build a pipeline folder from the ESCO export: segmenter → normalizer → matcher (→ ranker).
 
 The pipeline is described by a spaCy config (``base_config``), so what ``assemble`` writes is what
-``spacy.load`` reads back and what training configs extend.
+``spacy.load`` reads back and what every training config is merged over. The config is not written out by hand:
+it is the config of a blank pipeline with the project's tokenizer and each factory added with its defaults, so
+a new setting of a component appears here (and in every training config) the moment its factory has it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import spacy
 from spacy.language import Language
 from thinc.api import Config
 
+from pipeline.components.pipes import MATCHER, MATCHER_PIPES, RANKER
+
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-MATCHER_PIPES = ["esco_job_ad_segmenter", "esco_token_normalizer", "esco_skill_matcher"]
-
-BASE_CONFIG = """
-[paths]
-esco = null
-
-[nlp]
-lang = "en"
-pipeline = {pipeline}
-batch_size = 64
-
-[nlp.tokenizer]
-@tokenizers = "esco.job_ad_tokenizer.v1"
-clean_html = true
-
-[nlp.after_creation]
-@callbacks = "esco.allow_long_documents.v1"
-
-[components]
-
-[components.esco_job_ad_segmenter]
-factory = "esco_job_ad_segmenter"
-
-[components.esco_token_normalizer]
-factory = "esco_token_normalizer"
-
-[components.esco_skill_matcher]
-factory = "esco_skill_matcher"
-
-[initialize]
-
-[initialize.components]
-
-[initialize.components.esco_skill_matcher]
-esco_path = ${{paths.esco}}
-"""
-
-RANKER_CONFIG = """
-[components.esco_skill_ranker]
-factory = "esco_skill_ranker"
-
-[components.esco_skill_ranker.encoder]
-@misc = "esco.transformer_encoder.v1"
-name = "{encoder}"
-
-[initialize.components.esco_skill_ranker]
-esco_path = ${{paths.esco}}
-"""
+ENCODER_SETTINGS = "esco.transformer_encoder.v1"
+# The sections that describe the pipeline; the blank pipeline's spaCy-training defaults ([training], [corpora],
+# [pretraining]) are left out, since [training] is this project's own section in training configs.
+PIPELINE_SECTIONS = ("paths", "system", "nlp", "components", "initialize")
+# Components that read the ESCO export when the pipeline is initialized.
+NEEDS_ESCO = (MATCHER, RANKER)
+NLP_SETTINGS: Dict[str, Any] = {
+    "batch_size": 64,
+    "tokenizer": {"@tokenizers": "esco.job_ad_tokenizer.v1"},
+    "after_creation": {"@callbacks": "esco.allow_long_documents.v1"},
+}
 
 
 def base_config(with_ranker: bool = True, encoder: str = DEFAULT_ENCODER) -> Config:
-    pipes = MATCHER_PIPES + (["esco_skill_ranker"] if with_ranker else [])
-    text = BASE_CONFIG.format(pipeline=str(pipes).replace("'", '"'))
+    """The pipeline's config: segmenter, normalizer, matcher (and the ranker with ``encoder``), each with its
+    factory's defaults, and ``[initialize]`` reading ESCO from ``${paths.esco}`` (filled in by ``build_pipeline``).
+
+    Nothing is loaded: adding a pipe only constructs the component; the ranker's weights come at initialize.
+    """
+    nlp = spacy.blank("en", config={"nlp": NLP_SETTINGS})
+    for name in MATCHER_PIPES:
+        nlp.add_pipe(name)
     if with_ranker:
-        text += RANKER_CONFIG.format(encoder=encoder)
-    return Config().from_str(text, interpolate=False)
+        nlp.add_pipe(RANKER, config={"encoder": {"@misc": ENCODER_SETTINGS, "name": encoder}})
+    full = nlp.config
+    config = Config({key: full[key] for key in PIPELINE_SECTIONS})
+    config["paths"]["esco"] = None
+    config["initialize"]["components"] = {name: {"esco_path": "${paths.esco}"} for name in NEEDS_ESCO
+                                          if name in nlp.pipe_names}
+    return config
 
 
 def build_pipeline(config: Config, esco_path: Union[str, Path]) -> Language:
@@ -87,6 +65,8 @@ def assemble(
     with_ranker: bool = True,
     encoder: str = DEFAULT_ENCODER,
 ) -> Language:
+    """The pipeline from the ESCO export (matcher, and an untrained ranker unless ``with_ranker=False``);
+    written to ``output`` when given."""
     nlp = build_pipeline(base_config(with_ranker, encoder), esco_path)
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)

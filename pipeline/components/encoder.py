@@ -127,8 +127,9 @@ class TransformerEncoder(torch.nn.Module):
         return self.tokenizer.mask_token or "[MASK]"
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict:
+        """Token ids on the model's device (the CPU, or the GPU the trainer moved the model to)."""
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")
+                              return_tensors="pt").to(self.model.device)
 
     def inference_model(self) -> torch.nn.Module:
         """The float model, or with ``quantize`` an int8 copy of it (Linear layers, dynamic quantization).
@@ -182,7 +183,7 @@ class TransformerEncoder(torch.nn.Module):
             starts = tqdm(starts, desc="encoding", unit="batch")
         for start in starts:
             idx = order[start : start + size]
-            out[idx] = self.forward([texts[i] for i in idx], max_length).float().numpy()
+            out[idx] = self.forward([texts[i] for i in idx], max_length).float().cpu().numpy()
         self.train(was_training)
         return out
 

@@ -1,8 +1,9 @@
 """``make ablation``: every negative-sampling config trained with the same corpus, budget and seeds.
 
 Rows: the untrained encoder (the pipeline ``assemble`` builds), then one row per config. Columns: RP@5 /
-RP@10 / MRR on each validation file as mean ± standard deviation over seeds, and the training time. The
-table is printed and written to ``OUTPUT/ablation.md`` (+ ``ablation.json`` with every run).
+RP@10 / MRR on each validation file (named as ``evaluation.validation`` names them) as mean ± standard deviation
+over seeds, and the training time. The table is returned and written to ``OUTPUT/ablation.md`` (+
+``ablation.json`` with every run); printing it is the CLI's job.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from pipeline.errors import ConfigError
-
-METRICS = ("rp@5", "rp@10", "mrr")
+from pipeline.evaluation.validation import METRICS, validation_names, validation_scores
 
 
 def _mean_sd(values: List[float]) -> str:
+    """×100, one decimal; ``mean ± sd`` when there are several seeds."""
     if not values:
         return "–"
     mean = 100 * statistics.mean(values)
@@ -28,8 +29,8 @@ def _mean_sd(values: List[float]) -> str:
 
 
 def untrained_scores(esco: Path, validation: Sequence[Path]) -> Dict[str, float]:
+    """The baseline row: the pipeline ``assemble`` builds, whose encoder no config has trained yet."""
     from pipeline.components.assembly import assemble
-    from pipeline.training.trainer import validation_scores
 
     return validation_scores(assemble(esco, None), validation)
 
@@ -37,6 +38,7 @@ def untrained_scores(esco: Path, validation: Sequence[Path]) -> Dict[str, float]
 def run_ablation(configs: Path, corpus: Path, esco: Path, output: Path, *, validation: Sequence[Path],
                  seeds: Sequence[int] = (0,), overrides: Sequence[str] = (),
                  names: Sequence[str] = ("in_batch", "random", "taxonomy", "hard", "mixture")) -> str:
+    """Train ``configs/<name>.cfg`` for every name and seed; return the markdown table (also written)."""
     from pipeline.training.trainer import train
 
     if not validation:
@@ -58,13 +60,12 @@ def run_ablation(configs: Path, corpus: Path, esco: Path, output: Path, *, valid
             (output / "ablation.json").write_text(json.dumps(runs, indent=2))
     table = format_ablation(runs, validation, seeds, overrides)
     (output / "ablation.md").write_text(table + "\n")
-    print(table)
     return table
 
 
 def format_ablation(runs: Dict[str, List[Dict]], validation: Sequence[Path], seeds: Sequence[int],
                     overrides: Sequence[str]) -> str:
-    splits = [Path(p).name.split("_")[0] for p in validation]
+    splits = list(validation_names(validation).values())
     header = "| strategy | " + " | ".join(f"{s} RP@5 / RP@10 / MRR" for s in splits) + " | train min |"
     lines = [header, "|" + "---|" * (len(splits) + 2)]
     for name, entries in runs.items():

@@ -22,6 +22,10 @@ from spacy.util import registry
 
 from pipeline.errors import ConfigError
 from pipeline.esco.taxonomy import EscoTaxonomy
+from pipeline.training.constraints import NonNegativeInt, PositiveInt, checked, confloat
+
+SECTION = "training.negatives"
+RelativeScore = confloat(gt=0.0, le=1.0)
 
 if not hasattr(registry, "negative_samplers"):
     registry.create("negative_samplers", entry_points=True)
@@ -62,11 +66,6 @@ class NegativeSampler:
         return {"strategy": self.name}
 
 
-def _check_count(value: int, key: str) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ConfigError(f"[training.negatives] {key} must be a non-negative integer, got {value!r}")
-
-
 def _fill_random(chosen: List[int], n: int, n_skills: int, forbidden: frozenset, rng: random.Random) -> List[int]:
     """Top up with uniform random skills (never gold, never repeated)."""
     taken = set(chosen)
@@ -81,8 +80,8 @@ def _fill_random(chosen: List[int], n: int, n_skills: int, forbidden: frozenset,
 class RandomNegatives(NegativeSampler):
     name = "random"
 
-    def __init__(self, num_negatives: int):
-        _check_count(num_negatives, "num_negatives")
+    @checked(SECTION)
+    def __init__(self, num_negatives: NonNegativeInt):
         self.num_negatives = num_negatives
 
     def sample(self, ctx: SamplingContext) -> List[List[int]]:
@@ -97,8 +96,8 @@ class InBatchNegatives(NegativeSampler):
 
     name = "in_batch"
 
-    def __init__(self, max_negatives: int = 0):
-        _check_count(max_negatives, "max_negatives")
+    @checked(SECTION)
+    def __init__(self, max_negatives: NonNegativeInt = 0):
         self.max_negatives = max_negatives  # 0 = all
 
     def sample(self, ctx: SamplingContext) -> List[List[int]]:
@@ -120,8 +119,8 @@ class TaxonomyNegatives(NegativeSampler):
 
     name = "taxonomy"
 
-    def __init__(self, num_negatives: int, max_levels: int = 3):
-        _check_count(num_negatives, "num_negatives")
+    @checked(SECTION)
+    def __init__(self, num_negatives: NonNegativeInt, max_levels: NonNegativeInt = 3):
         self.num_negatives, self.max_levels = num_negatives, max_levels
         self._cache: Dict[int, List[int]] = {}
 
@@ -154,16 +153,12 @@ class HardNegatives(NegativeSampler):
     name = "hard"
     needs_index = True
 
-    def __init__(self, num_negatives: int, candidates: int = 50, skip_top: int = 3,
-                 max_relative_score: float = 0.95, refresh_every: int = 100):
-        _check_count(num_negatives, "num_negatives")
-        _check_count(skip_top, "skip_top")
-        if candidates < num_negatives + skip_top:
-            raise ConfigError("[training.negatives] candidates must be >= num_negatives + skip_top")
-        if not 0.0 < max_relative_score <= 1.0:
-            raise ConfigError(f"[training.negatives] max_relative_score must be in (0, 1], got {max_relative_score}")
-        if refresh_every < 1:
-            raise ConfigError(f"[training.negatives] refresh_every must be >= 1, got {refresh_every}")
+    @checked(SECTION)
+    def __init__(self, num_negatives: NonNegativeInt, candidates: PositiveInt = 50, skip_top: NonNegativeInt = 3,
+                 max_relative_score: RelativeScore = 0.95, refresh_every: PositiveInt = 100):
+        if candidates < num_negatives + skip_top:  # a relation between keys: no type hint can say it
+            raise ConfigError(f"[{SECTION}] candidates must be >= num_negatives + skip_top "
+                              f"({num_negatives} + {skip_top}), got {candidates}")
         self.num_negatives, self.candidates, self.skip_top = num_negatives, candidates, skip_top
         self.max_relative_score, self.refresh_every = max_relative_score, refresh_every
 
@@ -194,10 +189,10 @@ class MixtureNegatives(NegativeSampler):
 
     def __init__(self, samplers: Dict[str, NegativeSampler]):
         if not samplers:
-            raise ConfigError("[training.negatives.samplers] a mixture needs at least one strategy")
+            raise ConfigError(f"[{SECTION}.samplers] a mixture needs at least one strategy")
         for key, sampler in samplers.items():
             if not isinstance(sampler, NegativeSampler):
-                raise ConfigError(f"[training.negatives.samplers.{key}] is not a negative sampler: {sampler!r}")
+                raise ConfigError(f"[{SECTION}.samplers.{key}] is not a negative sampler: {sampler!r}")
         self.samplers = dict(samplers)
         self.needs_index = any(s.needs_index for s in self.samplers.values())
         self.refresh_every = min((getattr(s, "refresh_every", 10**9) for s in self.samplers.values()))
@@ -218,24 +213,27 @@ class MixtureNegatives(NegativeSampler):
         return {"strategy": self.name, "samplers": {k: s.describe() for k, s in self.samplers.items()}}
 
 
+# The registered functions carry the same constrained hints as the classes: confection checks the base types
+# (``num_negatives = "many"``) while resolving, the classes' ``checked`` constructors check the bounds.
 @registry.negative_samplers("esco.random_negatives.v1")
-def create_random_negatives(num_negatives: int = 4) -> NegativeSampler:
+def create_random_negatives(num_negatives: NonNegativeInt = 4) -> NegativeSampler:
     return RandomNegatives(num_negatives)
 
 
 @registry.negative_samplers("esco.in_batch_negatives.v1")
-def create_in_batch_negatives(max_negatives: int = 0) -> NegativeSampler:
+def create_in_batch_negatives(max_negatives: NonNegativeInt = 0) -> NegativeSampler:
     return InBatchNegatives(max_negatives)
 
 
 @registry.negative_samplers("esco.taxonomy_negatives.v1")
-def create_taxonomy_negatives(num_negatives: int = 4, max_levels: int = 3) -> NegativeSampler:
+def create_taxonomy_negatives(num_negatives: NonNegativeInt = 4, max_levels: NonNegativeInt = 3) -> NegativeSampler:
     return TaxonomyNegatives(num_negatives, max_levels)
 
 
 @registry.negative_samplers("esco.hard_negatives.v1")
-def create_hard_negatives(num_negatives: int = 4, candidates: int = 50, skip_top: int = 3,
-                          max_relative_score: float = 0.95, refresh_every: int = 100) -> NegativeSampler:
+def create_hard_negatives(num_negatives: NonNegativeInt = 4, candidates: PositiveInt = 50,
+                          skip_top: NonNegativeInt = 3, max_relative_score: RelativeScore = 0.95,
+                          refresh_every: PositiveInt = 100) -> NegativeSampler:
     return HardNegatives(num_negatives, candidates, skip_top, max_relative_score, refresh_every)
 
 

@@ -16,12 +16,16 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 from spacy.util import registry
 
 from pipeline.errors import ConfigError
 from pipeline.esco.taxonomy import EscoTaxonomy
+from pipeline.training.constraints import NonNegativeInt, PositiveInt, checked
+
+SECTION = "training.supervision"
+Split = Literal["train", "dev"]  # the corpus splits that hold matched sentences (build.SPLITS minus "unmatched")
 
 if not hasattr(registry, "supervision_sources"):
     registry.create("supervision_sources", entry_points=True)
@@ -54,12 +58,6 @@ class PairSource:
         raise NotImplementedError
 
 
-def _check_positive(value: int, key: str, allow_zero: bool = True) -> None:
-    if not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"[training.supervision] {key} must be a {'non-negative' if allow_zero else 'positive'} "
-                          f"integer, got {value!r}")
-
-
 def _cap(pairs: List[TrainingPair], max_pairs: int, rng: random.Random) -> List[TrainingPair]:
     rng.shuffle(pairs)
     return pairs[:max_pairs] if max_pairs else pairs
@@ -70,9 +68,9 @@ class CorpusPairs(PairSource):
 
     name = "corpus"
 
-    def __init__(self, split: str = "train", max_pairs_per_skill: int = 50, max_pairs: int = 0):
-        _check_positive(max_pairs_per_skill, "max_pairs_per_skill")
-        _check_positive(max_pairs, "max_pairs")
+    @checked(SECTION)
+    def __init__(self, split: Split = "train", max_pairs_per_skill: NonNegativeInt = 50,
+                 max_pairs: NonNegativeInt = 0):
         self.split, self.max_pairs_per_skill, self.max_pairs = split, max_pairs_per_skill, max_pairs
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
@@ -102,9 +100,8 @@ class AltLabelPairs(PairSource):
 
     name = "alt_labels"
 
-    def __init__(self, per_skill: int = 1, max_pairs: int = 5000):
-        _check_positive(per_skill, "per_skill", allow_zero=False)
-        _check_positive(max_pairs, "max_pairs")
+    @checked(SECTION)
+    def __init__(self, per_skill: PositiveInt = 1, max_pairs: NonNegativeInt = 5000):
         self.per_skill, self.max_pairs = per_skill, max_pairs
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
@@ -122,8 +119,8 @@ class DescriptionPairs(PairSource):
 
     name = "descriptions"
 
-    def __init__(self, max_pairs: int = 5000, max_chars: int = 300):
-        _check_positive(max_pairs, "max_pairs")
+    @checked(SECTION)
+    def __init__(self, max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300):
         self.max_pairs, self.max_chars = max_pairs, max_chars
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
@@ -141,9 +138,8 @@ class OccupationPairs(PairSource):
 
     name = "occupations"
 
-    def __init__(self, per_occupation: int = 2, max_pairs: int = 5000):
-        _check_positive(per_occupation, "per_occupation", allow_zero=False)
-        _check_positive(max_pairs, "max_pairs")
+    @checked(SECTION)
+    def __init__(self, per_occupation: PositiveInt = 2, max_pairs: NonNegativeInt = 5000):
         self.per_occupation, self.max_pairs = per_occupation, max_pairs
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
@@ -159,23 +155,26 @@ class OccupationPairs(PairSource):
         return _cap(pairs, self.max_pairs, ctx.rng)
 
 
+# Same constrained hints as the classes: confection checks base types and the split's Literal while resolving,
+# the classes' ``checked`` constructors check the bounds.
 @registry.supervision_sources("esco.corpus_pairs.v1")
-def create_corpus_pairs(split: str = "train", max_pairs_per_skill: int = 50, max_pairs: int = 0) -> PairSource:
+def create_corpus_pairs(split: Split = "train", max_pairs_per_skill: NonNegativeInt = 50,
+                        max_pairs: NonNegativeInt = 0) -> PairSource:
     return CorpusPairs(split, max_pairs_per_skill, max_pairs)
 
 
 @registry.supervision_sources("esco.alt_label_pairs.v1")
-def create_alt_label_pairs(per_skill: int = 1, max_pairs: int = 5000) -> PairSource:
+def create_alt_label_pairs(per_skill: PositiveInt = 1, max_pairs: NonNegativeInt = 5000) -> PairSource:
     return AltLabelPairs(per_skill, max_pairs)
 
 
 @registry.supervision_sources("esco.description_pairs.v1")
-def create_description_pairs(max_pairs: int = 5000, max_chars: int = 300) -> PairSource:
+def create_description_pairs(max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300) -> PairSource:
     return DescriptionPairs(max_pairs, max_chars)
 
 
 @registry.supervision_sources("esco.occupation_pairs.v1")
-def create_occupation_pairs(per_occupation: int = 2, max_pairs: int = 5000) -> PairSource:
+def create_occupation_pairs(per_occupation: PositiveInt = 2, max_pairs: NonNegativeInt = 5000) -> PairSource:
     return OccupationPairs(per_occupation, max_pairs)
 
 

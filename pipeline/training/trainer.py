@@ -1,11 +1,14 @@
-"""The project trainer: reads a spaCy config through spaCy's registry and trains the ranker's encoder.
+"""The project trainer: the loop that trains the ranker's encoder, and ``train()``, which runs a config.
 
 Why not ``spacy train``: the ranker's model is a PyTorch transformer whose loss needs the whole batch at once
 (in-batch and mined negatives, a skill index refreshed every N steps) and model selection needs ranking
 metrics on the benchmark's validation files. So this loop owns the optimizer, while everything it uses is
-named in the same config ``spacy.load`` and ``spacy package`` read: ``[nlp]``/``[components]`` build the
-pipeline, ``[training]`` holds the loop settings, ``[training.negatives]`` the strategy and
-``[training.supervision]`` the sources of positive pairs, all resolved through registries.
+named in the same config ``spacy.load`` and ``spacy package`` read (see ``config.py``): ``[nlp]``/``[components]``
+build the pipeline, ``[training]`` holds the loop settings (``settings.py``), ``[training.negatives]`` the
+strategy and ``[training.supervision]`` the sources of positive pairs.
+
+Checkpoints (``OUTPUT.checkpoint/`` after every evaluation) hold the current weights, optimizer and schedule to
+continue from, and the best weights and metrics so far: a resumed run that never beats them still ships them.
 """
 
 from __future__ import annotations
@@ -14,142 +17,33 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
 
 import numpy as np
 import torch
 from spacy.language import Language
-from spacy.util import fix_random_seed, load_config, registry
-from thinc.api import Config
+from spacy.util import fix_random_seed, minibatch
 
-import pipeline.training.negatives as _negatives  # noqa: F401 - registers the samplers
-import pipeline.training.supervision as _supervision  # noqa: F401 - registers the sources
 from pipeline.components.assembly import build_pipeline
+from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
+from pipeline.evaluation.validation import SELECTION_METRIC, validation_scores
+from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
+from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.training.masking import mask_mentions
 from pipeline.training.negatives import NegativeSampler, SamplingContext
-from pipeline.training.supervision import PairSource, SupervisionContext, TrainingPair, collect_pairs
+from pipeline.training.settings import TrainingSettings, resolve_device
+from pipeline.training.supervision import SupervisionContext, TrainingPair, collect_pairs
 
-RANKER = "esco_skill_ranker"
 LOG_FILE = "training_log.jsonl"
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "weights.pt"
+OPTIMIZER_FILE = "optimizer.pt"
 
-
-@dataclass
-class TrainingSettings:
-    """The ``[training]`` section. Every key is checked up front; errors name the key."""
-
-    max_steps: int = 500
-    batch_size: int = 32
-    learning_rate: float = 3e-5
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    temperature: float = 0.05
-    mask_probability: float = 0.0
-    eval_every: int = 100
-    patience: int = 3
-    max_minutes: float = 60.0
-    max_grad_norm: float = 1.0
-    torch_threads: int = 0
-
-    RANGES = {
-        "max_steps": (1, None), "batch_size": (2, None), "learning_rate": (0.0, 1.0), "warmup_steps": (0, None),
-        "weight_decay": (0.0, 1.0), "temperature": (1e-4, 10.0), "mask_probability": (0.0, 1.0),
-        "eval_every": (1, None), "patience": (0, None), "max_minutes": (0.0, None), "max_grad_norm": (0.0, None),
-        "torch_threads": (0, None),
-    }
-
-    @classmethod
-    def from_section(cls, section: Dict[str, Any]) -> "TrainingSettings":
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in section.items():
-            if key in ("negatives", "supervision"):
-                continue
-            if key not in known:
-                raise ConfigError(f"[training] unknown key '{key}'; known keys: {sorted(known) + ['negatives', 'supervision']}")
-            expected = type(known[key].default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (expected is int and not isinstance(value, int)):
-                raise ConfigError(f"[training] {key} must be {expected.__name__}, got {value!r}")
-            low, high = cls.RANGES[key]
-            if value < low or (high is not None and value > high):
-                raise ConfigError(f"[training] {key} must be in [{low}, {high if high is not None else '∞'}], got {value}")
-            values[key] = expected(value)
-        return cls(**values)
-
-
-def read_config(path: Path, overrides: Sequence[str] = ()) -> Config:
-    """Load a training config with ``--set section.key=value`` overrides (values parsed as JSON when possible)."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"training config '{path}' not found")
-    parsed: Dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like section.key=value")
-        key, value = item.split("=", 1)
-        try:
-            parsed[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key.strip()] = value
-    try:
-        return load_config(path, overrides=parsed, interpolate=False)
-    except Exception as err:  # confection raises several types for bad files and keys
-        raise ConfigError(f"cannot read training config '{path}': {err}") from err
-
-
-def resolve_training(config: Config) -> Tuple[TrainingSettings, NegativeSampler, Dict[str, PairSource]]:
-    if "training" not in config:
-        raise ConfigError("the config has no [training] section")
-    section = config.interpolate()["training"]
-    for key in ("negatives", "supervision"):
-        if key not in section:
-            raise ConfigError(f"[training.{key}] is missing")
-    settings = TrainingSettings.from_section(section)
-    try:
-        resolved = registry.resolve({"negatives": section["negatives"], "supervision": section["supervision"]})
-    except Exception as err:
-        raise ConfigError(f"[training.negatives] / [training.supervision] could not be resolved: {err}") from err
-    sampler = resolved["negatives"]
-    if not isinstance(sampler, NegativeSampler):
-        raise ConfigError(f"[training.negatives] must name a registered negative sampler, got {sampler!r}")
-    return settings, sampler, dict(resolved["supervision"])
-
-
-def pipeline_config(config: Config) -> Config:
-    """The parts of a training config that describe the pipeline itself (what gets saved with it)."""
-    keep = {key: config[key] for key in ("paths", "system", "nlp", "components", "initialize") if key in config}
-    return Config(keep)
-
-
-# ---------------------------------------------------------------------------------------------- the loss
-def contrastive_loss(sentence_vectors: torch.Tensor, skill_vectors: torch.Tensor, candidates: torch.Tensor,
-                     candidate_mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE with per-example candidate lists; the positive is candidate 0.
-
-    sentence_vectors: [B, D]; skill_vectors: [U, D] (unique skills of the step);
-    candidates: [B, C] indices into skill_vectors; candidate_mask: [B, C] True where a candidate exists.
-    """
-    cand = skill_vectors[candidates]  # [B, C, D]
-    logits = torch.einsum("bd,bcd->bc", sentence_vectors, cand) / temperature  # [B, C]
-    logits = logits.masked_fill(~candidate_mask, float("-inf"))
-    target = torch.zeros(len(logits), dtype=torch.long)
-    return torch.nn.functional.cross_entropy(logits, target)
-
-
-def candidate_matrix(positives: Sequence[int], negatives: Sequence[Sequence[int]]) -> Tuple[List[int], torch.Tensor, torch.Tensor]:
-    """Unique skills of the step, and each example's [positive, negatives...] as indices into them."""
-    unique: Dict[int, int] = {}
-    for skill in list(positives) + [n for row in negatives for n in row]:
-        unique.setdefault(skill, len(unique))
-    width = 1 + max((len(row) for row in negatives), default=0)
-    cand = torch.zeros((len(positives), width), dtype=torch.long)
-    mask = torch.zeros((len(positives), width), dtype=torch.bool)
-    for i, (pos, row) in enumerate(zip(positives, negatives)):
-        ids = [unique[pos]] + [unique[n] for n in row]
-        cand[i, : len(ids)] = torch.tensor(ids)
-        mask[i, : len(ids)] = True
-    return list(unique), cand, mask
+StateDict = Dict[str, torch.Tensor]
 
 
 def mask_text(pair: TrainingPair, probability: float, rng: random.Random, mask_token: str) -> str:
@@ -159,43 +53,50 @@ def mask_text(pair: TrainingPair, probability: float, rng: random.Random, mask_t
     return mask_mentions(pair.text, mentions, probability, rng, mask_token)
 
 
-def batches(pairs: List[TrainingPair], size: int, rng: random.Random, start_step: int = 0) -> Iterator[List[TrainingPair]]:
-    """Endless epochs of shuffled batches; skipping `start_step` batches makes resuming exact."""
-    step = 0
-    while True:
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        for i in range(0, len(order) - size + 1 if len(order) >= size else 1, size):
-            if step >= start_step:
-                yield [pairs[j] for j in order[i : i + size]]
-            step += 1
+def shuffled_batches(pairs: Sequence[TrainingPair], size: int, rng: random.Random,
+                     start_step: int = 0) -> Iterator[List[TrainingPair]]:
+    """Endless epochs of shuffled full batches (an epoch's short tail is dropped, unless the data is smaller than
+    one batch: a short batch would have fewer in-batch negatives). Skipping ``start_step`` batches replays the
+    same shuffles, so resuming continues with exactly the batches the interrupted run would have seen."""
+
+    def epochs() -> Iterator[List[TrainingPair]]:
+        while True:
+            order = list(pairs)
+            rng.shuffle(order)
+            for batch in minibatch(order, size):
+                if len(batch) == size or len(order) < size:
+                    yield list(batch)
+
+    return islice(epochs(), start_step, None)
 
 
-def validation_scores(nlp: Language, files: Sequence[Path]) -> Dict[str, float]:
-    """RP@5 / RP@10 / MRR per validation file, and the mean RP@5 that model selection maximizes."""
-    from pipeline.evaluation.benchmark import evaluate_benchmark
-
-    out: Dict[str, float] = {}
-    for path in files:
-        metrics = evaluate_benchmark(nlp, path).metrics
-        name = Path(path).name.split("_")[0]
-        out.update({f"{name}/{key}": metrics[key] for key in ("rp@5", "rp@10", "mrr")})
-    out["rp@5"] = float(np.mean([out[f"{Path(p).name.split('_')[0]}/rp@5"] for p in files]))
-    return out
+def copy_state(model: torch.nn.Module) -> StateDict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-# ---------------------------------------------------------------------------------------------- the loop
+@dataclass
+class Progress:
+    """What a checkpoint restores besides the weights: where the run is and the best it has seen."""
+
+    step: int = 0
+    best: float = -1.0
+    bad_evals: int = 0
+    best_metrics: Dict[str, float] = field(default_factory=dict)
+
+
 class Trainer:
     def __init__(self, nlp: Language, settings: TrainingSettings, sampler: NegativeSampler, pairs: List[TrainingPair],
-                 validation: Sequence[Path], output: Path, seed: int):
+                 validation: Sequence[Path], output: Path, seed: int, device: Optional[torch.device] = None):
         self.nlp, self.settings, self.sampler, self.pairs = nlp, settings, sampler, pairs
         self.validation, self.output, self.seed = list(validation), Path(output), seed
+        self.device = device or resolve_device(settings.device)
         self.ranker = nlp.get_pipe(RANKER)
         self.encoder = self.ranker.encoder
         if self.encoder.settings.quantize:
             raise ConfigError(f"[components.{RANKER}.encoder] quantize is an inference option; train with "
                               "quantize = false and turn it on when loading the trained pipeline")
-        self.taxonomy = nlp.get_pipe("esco_skill_matcher").taxonomy
+        self.encoder.to(self.device)
+        self.taxonomy = find_taxonomy(nlp)
         self.uris = list(self.ranker.index.uris)
         self.labels = list(self.ranker.index.labels)
         self.sampler.bind(self.taxonomy, self.uris)
@@ -219,16 +120,16 @@ class Trainer:
         s = self.settings
         self.encoder.train()
         texts = [mask_text(p, s.mask_probability, self.rng, self.encoder.mask_token) for p in batch]
-        sentence_vectors = self.encoder(texts)  # [B, D]
+        sentence_vectors = self.encoder(texts)  # [B, D] on self.device
         if self.sampler.needs_index and (self.skill_vectors is None or step % self.sampler.refresh_every == 0):
             self.refresh_index()
         ctx = SamplingContext(
             positives=[p.skill for p in batch], gold=[p.gold for p in batch], rng=self.rng,
-            sentence_vectors=sentence_vectors.detach().numpy() if self.sampler.needs_index else None,
+            sentence_vectors=sentence_vectors.detach().cpu().numpy() if self.sampler.needs_index else None,
             skill_vectors=self.skill_vectors,
         )
         negatives = self.sampler.sample(ctx)
-        unique, cand, mask = candidate_matrix(ctx.positives, negatives)
+        unique, cand, mask = candidate_matrix(ctx.positives, negatives, self.device)
         skill_vectors = self.encoder([self.labels[u] for u in unique], max_length=self.encoder.settings.skill_max_length)
         loss = contrastive_loss(sentence_vectors, skill_vectors, cand, mask, s.temperature)
         self.optimizer.zero_grad()
@@ -237,7 +138,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), s.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        return float(loss.detach().cpu())
 
     def evaluate(self) -> Dict[str, float]:
         """Rebuild the skill index with the current encoder and score the validation files."""
@@ -247,66 +148,61 @@ class Trainer:
             return {}
         return validation_scores(self.nlp, self.validation)
 
-    def save_checkpoint(self, step: int, best: float, bad_evals: int) -> None:
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, progress: Progress, best_state: StateDict) -> None:
+        """Write to a temporary folder and swap it in, so that an interrupted save leaves the last checkpoint."""
         tmp = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.encoder.save(tmp / "encoder")
+        tmp.mkdir(parents=True)
+        torch.save({"current": self.encoder.model.state_dict(), "best": best_state}, tmp / WEIGHTS_FILE)
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                   tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "best": best, "bad_evals": bad_evals}))
+                   tmp / OPTIMIZER_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(progress.__dict__))
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         tmp.rename(self.checkpoint_dir)
 
-    def load_checkpoint(self) -> Tuple[int, float, int]:
-        state_file = self.checkpoint_dir / "state.json"
-        if not state_file.exists():
-            raise FileNotFoundError(f"no checkpoint to resume from at '{self.checkpoint_dir}'")
-        from transformers import AutoModel
-
-        model = AutoModel.from_pretrained(str(self.checkpoint_dir / "encoder"), local_files_only=True)
-        self.encoder.model.load_state_dict(model.state_dict())
-        states = torch.load(self.checkpoint_dir / "optimizer.pt", weights_only=True)
+    def load_checkpoint(self) -> tuple[Progress, StateDict]:
+        """Restore the current weights, optimizer and schedule; return the progress and the best weights."""
+        files = [self.checkpoint_dir / name for name in (STATE_FILE, WEIGHTS_FILE, OPTIMIZER_FILE)]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise FileNotFoundError(f"no checkpoint to resume from at '{self.checkpoint_dir}' (missing {missing})")
+        weights = torch.load(self.checkpoint_dir / WEIGHTS_FILE, map_location=self.device, weights_only=True)
+        self.encoder.model.load_state_dict(weights["current"])
+        states = torch.load(self.checkpoint_dir / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(states["optimizer"])
         self.scheduler.load_state_dict(states["scheduler"])
-        state = json.loads(state_file.read_text())
-        return state["step"], state["best"], state["bad_evals"]
+        progress = Progress(**json.loads((self.checkpoint_dir / STATE_FILE).read_text()))
+        return progress, weights["best"]
 
+    # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> Dict[str, Any]:
         from tqdm import tqdm
 
         s = self.settings
         self.output.mkdir(parents=True, exist_ok=True)
         log = (self.output / LOG_FILE).open("a" if resume else "w")
-        start, best, bad_evals = self.load_checkpoint() if resume else (0, -1.0, 0)
-        best_state = {k: v.detach().clone() for k, v in self.encoder.model.state_dict().items()}
-        best_metrics: Dict[str, float] = {}
-        if not resume:
-            best_metrics = self.evaluate()
-            best = best_metrics.get("rp@5", -1.0)
-            self._log(log, {"step": 0, **best_metrics})
+        if resume:
+            progress, best_state = self.load_checkpoint()
+        else:
+            progress, best_state = Progress(), copy_state(self.encoder.model)
+            progress.best_metrics = self.evaluate()
+            progress.best = progress.best_metrics.get(SELECTION_METRIC, -1.0)
+            self._log(log, {"step": 0, **progress.best_metrics})
+        start = progress.step
         started = time.time()
         losses: List[float] = []
-        stream = batches(self.pairs, s.batch_size, random.Random(self.seed), start_step=start)
+        stream = shuffled_batches(self.pairs, s.batch_size, random.Random(self.seed), start_step=start)
         bar = tqdm(range(start, s.max_steps), desc="training", unit="step", initial=start, total=s.max_steps)
         stop_reason = "max_steps"
         for step in bar:
             losses.append(self.step(next(stream), step))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", best=f"{best:.3f}")
-            done = step + 1 == s.max_steps
-            out_of_time = s.max_minutes and (time.time() - started) / 60 > s.max_minutes
-            if (step + 1) % s.eval_every == 0 or done or out_of_time:
-                metrics = self.evaluate()
-                score = metrics.get("rp@5", -float(np.mean(losses[-s.eval_every:])))
-                improved = score > best
-                if improved:
-                    best, bad_evals, best_metrics = score, 0, metrics
-                    best_state = {k: v.detach().clone() for k, v in self.encoder.model.state_dict().items()}
-                else:
-                    bad_evals += 1
-                self._log(log, {"step": step + 1, "loss": float(np.mean(losses[-s.eval_every:])),
-                                "elapsed_s": round(time.time() - started, 1), "improved": improved, **metrics})
-                self.save_checkpoint(step + 1, best, bad_evals)
-                if s.patience and bad_evals >= s.patience:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", best=f"{progress.best:.3f}")
+            progress.step = step + 1
+            out_of_time = bool(s.max_minutes) and (time.time() - started) / 60 > s.max_minutes
+            if progress.step % s.eval_every == 0 or progress.step == s.max_steps or out_of_time:
+                best_state = self._evaluate_and_checkpoint(progress, best_state, losses, started, log)
+                if s.patience and progress.bad_evals >= s.patience:
                     stop_reason = f"no improvement in {s.patience} evaluations"
                     break
             if out_of_time:
@@ -314,15 +210,39 @@ class Trainer:
                 break
         bar.close()
         log.close()
+        self._finish(best_state)
+        return {"best_metrics": progress.best_metrics, "steps": progress.step, "stop_reason": stop_reason,
+                "train_seconds": round(time.time() - started, 1), "device": str(self.device),
+                "first_loss": losses[0] if losses else None,
+                "last_loss": float(np.mean(losses[-20:])) if losses else None}
+
+    def _evaluate_and_checkpoint(self, progress: Progress, best_state: StateDict, losses: List[float],
+                                 started: float, log: TextIO) -> StateDict:
+        """Score the current weights; keep them as the best when they beat it (without validation files: the
+        lower training loss); checkpoint. Returns the best weights."""
+        loss = float(np.mean(losses[-self.settings.eval_every:]))
+        metrics = self.evaluate()
+        score = metrics.get(SELECTION_METRIC, -loss)
+        improved = score > progress.best
+        if improved:
+            progress.best, progress.bad_evals, progress.best_metrics = score, 0, metrics
+            best_state = copy_state(self.encoder.model)
+        else:
+            progress.bad_evals += 1
+        self._log(log, {"step": progress.step, "loss": loss, "elapsed_s": round(time.time() - started, 1),
+                        "improved": improved, **metrics})
+        self.save_checkpoint(progress, best_state)
+        return best_state
+
+    def _finish(self, best_state: StateDict) -> None:
+        """Put the best weights back, re-embed the skills with them, and leave the pipeline on the CPU."""
         self.encoder.model.load_state_dict(best_state)
         self.encoder.eval()
         self.ranker.rebuild_index(self.taxonomy)
-        return {"best_metrics": best_metrics, "steps": step + 1 if s.max_steps > start else start,
-                "stop_reason": stop_reason, "train_seconds": round(time.time() - started, 1),
-                "first_loss": losses[0] if losses else None, "last_loss": float(np.mean(losses[-20:])) if losses else None}
+        self.encoder.to("cpu")
 
     @staticmethod
-    def _log(handle, record: Dict[str, Any]) -> None:  # noqa: ANN001
+    def _log(handle: TextIO, record: Dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
 
@@ -332,23 +252,23 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     """Train the ranker of the pipeline a config describes and save the best pipeline to `output`."""
     config = read_config(config_path, overrides)
     settings, sampler, sources = resolve_training(config)
-    seed = int(config.get("system", {}).get("seed", 0))
+    device = resolve_device(settings.device)  # before any slow work: a missing GPU is a config error
+    seed = config_seed(config)
     fix_random_seed(seed)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     nlp = build_pipeline(pipeline_config(config), esco)
     if RANKER not in nlp.pipe_names:
         raise ConfigError(f"[nlp] pipeline must contain '{RANKER}' to be trained, got {nlp.pipe_names}")
-    ranker = nlp.get_pipe(RANKER)
-    ctx = SupervisionContext(nlp.get_pipe("esco_skill_matcher").taxonomy, ranker.index.uris,
-                             Path(corpus_dir) if corpus_dir else None, random.Random(seed))
+    taxonomy = find_taxonomy(nlp)
+    ctx = SupervisionContext(taxonomy, nlp.get_pipe(RANKER).index.uris, Path(corpus_dir) if corpus_dir else None,
+                             random.Random(seed))
     pairs, counts = collect_pairs(sources, ctx)
-    trainer = Trainer(nlp, settings, sampler, pairs, validation, output, seed)
+    trainer = Trainer(nlp, settings, sampler, pairs, validation, output, seed, device)
     summary = trainer.run(resume=resume)
     summary.update({"pairs": counts, "negatives": sampler.describe(), "seed": seed, "config": str(config_path)})
     nlp.meta.setdefault("esco", {})
-    nlp.meta["esco"].update({"version": trainer.taxonomy.version, "training": summary,
-                             "training_config": config.to_str()})
+    nlp.meta["esco"].update({"version": taxonomy.version, "training": summary, "training_config": config.to_str()})
     nlp.meta["performance"] = {k: v for k, v in summary["best_metrics"].items() if isinstance(v, (int, float))}
     nlp.to_disk(output)
     return summary

@@ -1,0 +1,75 @@
+"""Validation scores for model selection: RP@5 / RP@10 / MRR per benchmark file, and their mean RP@5.
+
+Every file's metrics are keyed by a name unique among the files scored together (``tech/rp@5``), so two files
+never overwrite each other's numbers: the file stem without the benchmark's ``_validation_annotations`` suffix
+(``tech_validation_annotations.csv`` → ``tech``), prefixed with as many parent folders as it takes when stems
+collide (``a/dev.csv``, ``b/dev.csv`` → ``a/dev``, ``b/dev``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+import numpy as np
+from spacy.language import Language
+
+PathLike = Union[str, Path]
+METRICS = ("rp@5", "rp@10", "mrr")
+SELECTION_METRIC = "rp@5"  # the mean over files that training maximizes
+BENCHMARK_SUFFIX = "_validation_annotations"
+
+
+def short_name(path: PathLike) -> str:
+    """The file stem, minus the shipped benchmark files' common suffix."""
+    stem = Path(path).stem
+    return stem[: -len(BENCHMARK_SUFFIX)] if stem.endswith(BENCHMARK_SUFFIX) and stem != BENCHMARK_SUFFIX else stem
+
+
+def validation_names(files: Sequence[PathLike]) -> Dict[str, str]:
+    """``str(path)`` → a name that no other file in ``files`` has (the same file given twice is scored once).
+
+    Per file, the first of these that no other file shares: the short name, then with 1, 2, … parent folders;
+    then the same with the full stem (``a/tech.csv`` next to ``a/tech_validation_annotations.csv``); the
+    resolved path as the last resort.
+    """
+    first: Dict[Path, str] = {}
+    for file in files:
+        first.setdefault(Path(file).resolve(), str(file))
+    paths = list(first.values())
+    levels = {p: _candidates(p) for p in paths}
+    names: Dict[str, str] = {}
+    for path in paths:
+        others = [levels[o] for o in paths if o != path]
+        for level, name in enumerate(levels[path]):
+            if all(other[level] != name for other in others):
+                break
+        names[path] = name
+    if len(set(names.values())) < len(names):  # pragma: no cover - only for adversarial folder names
+        names = {path: str(Path(path).resolve()) for path in paths}
+    return names
+
+
+def _candidates(path: str) -> List[str]:
+    """The names ``path`` may take, shortest first; every file has the same number (deepest folder padded)."""
+    folders = Path(path).resolve().parent.parts
+    stems = (short_name(path), Path(path).stem)
+    deep = 64  # more than any real folder depth, so that every file has the same number of levels
+    return ["/".join([*folders[max(0, len(folders) - depth):], stem]) if depth else stem
+            for stem in stems for depth in range(deep)] + [str(Path(path).resolve())]
+
+
+def validation_scores(nlp: Language, files: Sequence[PathLike]) -> Dict[str, float]:
+    """``{name}/rp@5``, ``{name}/rp@10``, ``{name}/mrr`` per file, and ``rp@5``: their mean RP@5."""
+    from pipeline.evaluation.benchmark import evaluate_benchmark
+
+    names = validation_names(files)
+    out: Dict[str, float] = {}
+    per_file: List[float] = []
+    for path, name in names.items():
+        metrics = evaluate_benchmark(nlp, path).metrics
+        out.update({f"{name}/{key}": float(metrics[key]) for key in METRICS})
+        per_file.append(float(metrics[SELECTION_METRIC]))
+    if per_file:
+        out[SELECTION_METRIC] = float(np.mean(per_file))
+    return out

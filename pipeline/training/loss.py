@@ -1,0 +1,49 @@
+"""The contrastive (InfoNCE) loss over per-example candidate lists.
+
+Shapes: B examples in the batch, D embedding dimensions, U unique skills embedded this step (positives and
+negatives together, each embedded once), C candidates per example (1 positive + the most negatives any example
+got; shorter rows are masked).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+Device = Union[str, torch.device]
+
+
+def contrastive_loss(sentence_vectors: torch.Tensor, skill_vectors: torch.Tensor, candidates: torch.Tensor,
+                     candidate_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with per-example candidate lists; the positive is candidate 0 of each row.
+
+    sentence_vectors: [B, D] L2-normalized; skill_vectors: [U, D] L2-normalized;
+    candidates: [B, C] long, indices into skill_vectors; candidate_mask: [B, C] bool, True where a candidate
+    exists. Returns a scalar. Every tensor must be on one device; the target is made on theirs.
+    """
+    cand = skill_vectors[candidates]  # [B, C, D]
+    logits = torch.einsum("bd,bcd->bc", sentence_vectors, cand) / temperature  # [B, C] cosine / temperature
+    logits = logits.masked_fill(~candidate_mask, float("-inf"))  # [B, C] missing candidates get no mass
+    target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)  # [B] the positive is column 0
+    return torch.nn.functional.cross_entropy(logits, target)
+
+
+def candidate_matrix(positives: Sequence[int], negatives: Sequence[Sequence[int]],
+                     device: Optional[Device] = None) -> Tuple[List[int], torch.Tensor, torch.Tensor]:
+    """The step's unique skills, and each example's [positive, negatives...] as indices into them.
+
+    Why unique: a skill that is several examples' negative (or one's positive and another's negative) is embedded
+    once. Returns (U skill indices in first-seen order, candidates [B, C] long, mask [B, C] bool) on ``device``.
+    """
+    unique: Dict[int, int] = {}
+    for skill in list(positives) + [n for row in negatives for n in row]:
+        unique.setdefault(skill, len(unique))
+    width = 1 + max((len(row) for row in negatives), default=0)  # C
+    cand = torch.zeros((len(positives), width), dtype=torch.long)  # [B, C]
+    mask = torch.zeros((len(positives), width), dtype=torch.bool)  # [B, C]
+    for i, (pos, row) in enumerate(zip(positives, negatives)):
+        ids = [unique[pos]] + [unique[n] for n in row]
+        cand[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = True
+    return list(unique), cand.to(device), mask.to(device)
