@@ -1,4 +1,4 @@
-"""Mention masking (pipeline.training.masking): hide a literal mention so that the model learns from its context."""
+"""Mention masking (pipeline.corpus.masking): hide a literal mention so that the model learns from its context."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.training.masking import mask_mentions, mask_with_offsets
+from pipeline.corpus.masking import mask_mentions, mask_with_offsets
 
 SENTENCE = "You will manage budgets and use Python daily."
 MENTIONS = [{"start": 9, "end": 23, "uri": "u:budgets"}, {"start": 32, "end": 38, "uri": "u:python"}]

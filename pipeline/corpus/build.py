@@ -22,7 +22,7 @@ per source; ``corpora/README.md`` describes it). Stages, in order — each drop 
 
 Memory stays flat in the number of ads except for sets of 8-byte line hashes (bounded by the distinct lines) and
 one float per ad (to size the dev split exactly). Masking is not baked in: examples keep their mention offsets and
-``pipeline.training.masking`` masks them at training time.
+``pipeline.corpus.masking`` masks them at training time.
 
 ``load_corpus``, ``read_manifest``, ``SPLITS`` and ``MANIFEST_FILE`` live in ``corpus.storage`` and are
 re-exported here, where the training code imports them from.

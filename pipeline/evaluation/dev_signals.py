@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set
 
 import numpy as np
 from spacy.language import Language
@@ -27,7 +27,7 @@ from pipeline.errors import ConfigError
 from pipeline.esco.heldout import held_out_texts, skills_by_text
 from pipeline.esco.taxonomy import EscoTaxonomy
 from pipeline.evaluation.benchmark import ranking_metrics
-from pipeline.training.masking import mask_with_offsets
+from pipeline.corpus.masking import mask_with_offsets
 
 MAX_MASKED = 1500
 MAX_PARAPHRASES = 2000

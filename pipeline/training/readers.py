@@ -32,7 +32,8 @@ from spacy.training import Example
 from spacy.util import registry
 
 from pipeline.corpus.build import SPLITS, load_corpus
-from pipeline.training.masking import mask_with_offsets
+from pipeline.corpus.masking import mask_with_offsets
+from pipeline.components.pipes import make_clean_doc
 from pipeline.components.predictions import SPANS_KEY
 from pipeline.errors import ConfigError
 
@@ -73,24 +74,14 @@ def row_to_example(nlp: Language, row: dict, mask_probability: float, rng: rando
                    mask_token: str = "[MASK]") -> Example:
     mentions: List[dict] = list(row.get("mentions") or [])
     text, mentions, masked_uris = mask_with_offsets(row["text"], mentions, mask_probability, rng, mask_token)
-    reference = make_doc(nlp, text)
+    reference = make_clean_doc(nlp, text)
     reference.spans[SPANS_KEY] = _spans(reference, [m for m in mentions if not m.get("masked")])
     reference.spans[MASKED_SPANS_KEY] = _spans(reference, [m for m in mentions if m.get("masked")])
     reference.user_data["esco_uris"] = list(row.get("uris") or [])
     reference.user_data["esco_masked_uris"] = masked_uris
     reference.user_data["ad_id"] = row.get("ad_id", "")
     reference.user_data["source"] = row.get("source", "")
-    return Example(make_doc(nlp, text), reference)
-
-
-def make_doc(nlp: Language, text: str) -> Doc:
-    """Tokenize without the job-ad clean-up: corpus sentences are clean already, and cleaning again could move
-    the mention offsets (a second entity decode, say)."""
-    tokenizer = nlp.tokenizer
-    inner = getattr(tokenizer, "tokenizer", None)
-    if inner is not None and hasattr(tokenizer, "clean"):
-        return inner(text)
-    return nlp.make_doc(text)
+    return Example(make_clean_doc(nlp, text), reference)
 
 
 def _spans(doc: Doc, mentions: List[dict]) -> List[Span]:

@@ -21,6 +21,7 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple
 from spacy.util import registry
 
 from pipeline.errors import ConfigError
+from pipeline.esco.heldout import skills_by_text, training_texts
 from pipeline.esco.taxonomy import EscoTaxonomy
 from pipeline.training.constraints import NonNegativeInt, PositiveInt, checked
 
@@ -95,6 +96,25 @@ class CorpusPairs(PairSource):
         return _cap(pairs, self.max_pairs, ctx.rng)
 
 
+def esco_text_pairs(ctx: SupervisionContext, kind: str, per_skill: int, name: str,
+                    max_chars: int = 0) -> List[TrainingPair]:
+    """Up to ``per_skill`` texts of one kind per skill, the held-out evaluation slice never among them.
+
+    A text that is a label of several skills is gold for each of them (never one's negative)."""
+    by_skill: Dict[str, List[str]] = defaultdict(list)
+    for item in training_texts(ctx.taxonomy):
+        if item.kind == kind:
+            by_skill[item.uri].append(item.text[:max_chars] if max_chars else item.text)
+    shared = skills_by_text(ctx.taxonomy)
+    pairs = []
+    for uri, texts in by_skill.items():
+        idx = ctx.position[uri]
+        for text in ctx.rng.sample(texts, min(per_skill, len(texts))):
+            gold = frozenset({idx} | {ctx.position[u] for u in shared.get(text.lower(), ()) if u in ctx.position})
+            pairs.append(TrainingPair(text, idx, gold, (), name))
+    return pairs
+
+
 class AltLabelPairs(PairSource):
     """(alternative label, its skill): teaches every skill's vocabulary, including the 12k no ad mentions."""
 
@@ -105,31 +125,21 @@ class AltLabelPairs(PairSource):
         self.per_skill, self.max_pairs = per_skill, max_pairs
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
-        pairs = []
-        for uri, skill in ctx.taxonomy.skills.items():
-            alts = [a for a in skill.alt_labels if a.lower() != skill.preferred_label.lower()]
-            for label in ctx.rng.sample(alts, min(self.per_skill, len(alts))):
-                idx = ctx.position[uri]
-                pairs.append(TrainingPair(label, idx, frozenset([idx]), (), self.name))
-        return _cap(pairs, self.max_pairs, ctx.rng)
+        return _cap(esco_text_pairs(ctx, "alt_label", self.per_skill, self.name), self.max_pairs, ctx.rng)
 
 
 class DescriptionPairs(PairSource):
-    """(first sentence of the description, its skill): how a skill is described rather than named."""
+    """(a description sentence, its skill): how a skill is described rather than named — the closest ESCO text
+    to an implied mention."""
 
     name = "descriptions"
 
     @checked(SECTION)
-    def __init__(self, max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300):
-        self.max_pairs, self.max_chars = max_pairs, max_chars
+    def __init__(self, max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300, per_skill: PositiveInt = 1):
+        self.max_pairs, self.max_chars, self.per_skill = max_pairs, max_chars, per_skill
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
-        pairs = []
-        for uri, skill in ctx.taxonomy.skills.items():
-            if skill.description:
-                first = skill.description.split(". ")[0].strip()[: self.max_chars]
-                idx = ctx.position[uri]
-                pairs.append(TrainingPair(first, idx, frozenset([idx]), (), self.name))
+        pairs = esco_text_pairs(ctx, "description", self.per_skill, self.name, self.max_chars)
         return _cap(pairs, self.max_pairs, ctx.rng)
 
 
@@ -169,8 +179,9 @@ def create_alt_label_pairs(per_skill: PositiveInt = 1, max_pairs: NonNegativeInt
 
 
 @registry.supervision_sources("esco.description_pairs.v1")
-def create_description_pairs(max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300) -> PairSource:
-    return DescriptionPairs(max_pairs, max_chars)
+def create_description_pairs(max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300,
+                             per_skill: PositiveInt = 1) -> PairSource:
+    return DescriptionPairs(max_pairs, max_chars, per_skill)
 
 
 @registry.supervision_sources("esco.occupation_pairs.v1")

@@ -33,7 +33,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.validation import SELECTION_METRIC, validation_scores
 from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
 from pipeline.training.loss import candidate_matrix, contrastive_loss
-from pipeline.training.masking import mask_mentions
+from pipeline.corpus.masking import mask_mentions
 from pipeline.training.negatives import NegativeSampler, SamplingContext
 from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import SupervisionContext, TrainingPair, collect_pairs
