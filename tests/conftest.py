@@ -84,7 +84,8 @@ def pipeline_nlp(pipeline_dir):
 TINY = [
     "training.max_steps=12", "training.eval_every=6", "training.batch_size=16", "training.learning_rate=0.0001",
     "training.warmup_steps=2", "training.patience=0", "training.supervision.corpus.max_pairs=64",
-    "training.supervision.alt_labels.max_pairs=16", 'training.device="cpu"',
+    "training.supervision.alt_labels.max_pairs=16", 'training.device="cpu"', "training.dev_max_masked=20",
+    "training.dev_max_paraphrases=40", 'training.selection="combined"', "training.interpolation=[0.5, 1.0]",
 ]
 
 

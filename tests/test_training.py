@@ -34,6 +34,15 @@ def test_tiny_training_run_lowers_the_loss(trained):
     assert summary["steps"] == 12 and summary["pairs"]["corpus"] == 64
     assert summary["device"] == "cpu"  # TINY asks for device = "cpu"
     assert "tech/rp@5" in log[0]  # the untrained model is scored before the first step
+    # Every evaluation logs the dev signals and the combined score that selection maximizes.
+    assert {"masked/rp@5", "paraphrase/rp@5", "combined/rp@5"} <= set(log[0])
+    assert summary["selection"] == "combined/rp@5"
+    tried = [entry for entry in log if "interpolation" in entry]
+    assert [entry["interpolation"] for entry in tried] == [0.5]
+    assert summary["interpolation"] in (0.5, 1.0)
+    chosen = tried[0] if summary["interpolation"] == 0.5 else max((e for e in log if "loss" in e),
+                                                                   key=lambda e: e["combined/rp@5"])
+    assert summary["best_metrics"]["combined/rp@5"] == chosen["combined/rp@5"]
 
 
 def test_trained_pipeline_round_trips_with_identical_scores(trained, tmp_path):
@@ -80,7 +89,8 @@ def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(train
                     validation=[shared_path / "benchmark" / "tech_validation_annotations.csv"], overrides=RESUMED)
     assert summary["steps"] == 14
     log = [json.loads(line) for line in (model / "training_log.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in log][-2:] == [12, 14] and log[-1]["improved"] is False
+    evaluations = [entry for entry in log if "loss" in entry or entry["step"] == 0]  # not the interpolation tries
+    assert [entry["step"] for entry in evaluations][-2:] == [12, 14] and evaluations[-1]["improved"] is False
     assert summary["best_metrics"] == first["best_metrics"] and first["best_metrics"]["rp@5"] > -1.0
     meta = json.loads((model / "meta.json").read_text())
     assert meta["performance"] and meta["performance"] == json.loads((out / "meta.json").read_text())["performance"]
@@ -144,3 +154,27 @@ def test_shuffled_batches_are_full_and_resume_exactly():
     assert {p.skill for batch in run[:3] for p in batch} < set(range(10))
     resumed = list(islice(shuffled_batches(pairs, 3, random.Random(0), start_step=4), 3))
     assert resumed == run[4:7]
+
+
+def test_interpolation_between_two_states_is_linear_and_keeps_integer_buffers():
+    import torch
+
+    from pipeline.training.trainer import interpolate_states
+
+    start = {"w": torch.zeros(3), "ids": torch.tensor([1, 2])}
+    end = {"w": torch.ones(3) * 4, "ids": torch.tensor([5, 6])}
+    mixed = interpolate_states(start, end, 0.25)
+    assert torch.allclose(mixed["w"], torch.ones(3)) and mixed["ids"].tolist() == [5, 6]
+
+
+@pytest.mark.parametrize("value", ["[]", "[0]", "[1.5]", '["a"]', "[true]"])
+def test_bad_interpolation_weights_name_the_key(value):
+    config = read_config(ROOT / "configs" / "random.cfg", [f"training.interpolation={value}"])
+    with pytest.raises(ConfigError, match="interpolation"):
+        resolve_training(config)
+
+
+def test_combined_selection_without_dev_signals_is_refused(tiny_corpus, esco_path, tmp_path):
+    with pytest.raises(ConfigError, match="dev_signals"):
+        train(str(ROOT / "configs" / "implied.cfg"), tiny_corpus, tmp_path / "m", esco=esco_path,
+              overrides=["training.dev_signals=false"])

@@ -17,6 +17,8 @@ from spacy.language import Language
 PathLike = Union[str, Path]
 METRICS = ("rp@5", "rp@10", "mrr")
 SELECTION_METRIC = "rp@5"  # the mean over files that training maximizes
+COMBINED_METRIC = "combined/rp@5"
+COMBINED_PARTS = (SELECTION_METRIC, "masked/rp@5", "paraphrase/rp@5")
 BENCHMARK_SUFFIX = "_validation_annotations"
 
 
@@ -73,3 +75,11 @@ def validation_scores(nlp: Language, files: Sequence[PathLike]) -> Dict[str, flo
     if per_file:
         out[SELECTION_METRIC] = float(np.mean(per_file))
     return out
+
+
+def combined_score(metrics: Dict[str, float]) -> float:
+    """The declared combination for model selection: the mean RP@5 of the benchmark files (as one signal), the
+    masked-mention dev and the ESCO paraphrase dev — a point of RP@5 counts the same on each. Signals that were
+    not computed are left out."""
+    parts = [metrics[key] for key in COMBINED_PARTS if key in metrics]
+    return float(np.mean(parts)) if parts else float("nan")

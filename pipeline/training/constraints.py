@@ -55,6 +55,8 @@ def check_value(section: str, key: str, value: Any, hint: Any) -> None:
         if value not in get_args(base):
             raise ConfigError(f"[{section}] {key} must be one of {list(get_args(base))}, got {value!r}")
         return
+    if base is bool and not isinstance(value, bool):
+        raise ConfigError(f"[{section}] {key} must be true or false, got {value!r}")
     if base in (int, float):
         _check_number(section, key, value, base)
     for marker in metadata:

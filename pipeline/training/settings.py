@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Dict, get_type_hints
+from typing import Any, Dict, Literal, Tuple, get_type_hints
 
 import torch
 
@@ -41,6 +41,16 @@ class TrainingSettings:
     max_grad_norm: NonNegativeFloat = 1.0  # 0 = no clipping
     torch_threads: NonNegativeInt = 0  # 0 = PyTorch's default
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto" (CUDA when there is one)
+    # Development signals (pipeline/evaluation/dev_signals.py) scored at every evaluation; sizes of each signal.
+    dev_signals: bool = False
+    dev_max_masked: NonNegativeInt = 1500
+    dev_max_paraphrases: NonNegativeInt = 2000
+    # What model selection maximizes: "benchmark" = mean RP@5 of the validation files; "combined" = the mean
+    # RP@5 of the benchmark files (together), the masked-mention dev and the ESCO paraphrase dev.
+    selection: Literal["benchmark", "combined"] = "benchmark"
+    # Weight-space interpolation toward the untrained encoder (WiSE-FT): after training, each alpha gives
+    # weights (1 - alpha) * untrained + alpha * best; the one that scores best is kept. (1.0,) = off.
+    interpolation: Tuple[float, ...] = (1.0,)
 
     @classmethod
     def from_section(cls, section: Dict[str, Any]) -> "TrainingSettings":
@@ -54,9 +64,20 @@ class TrainingSettings:
                 raise ConfigError(f"[{SECTION}] unknown key '{key}'; known keys: {sorted(known + list(SUBSECTIONS))}")
             check_value(SECTION, key, value, hints[key])
             values[key] = float(value) if isinstance(cls.__dataclass_fields__[key].default, float) else value
+        if "interpolation" in values:
+            values["interpolation"] = check_alphas(values["interpolation"])
         settings = cls(**values)
         check_device_name(settings.device)
         return settings
+
+
+def check_alphas(value: Any) -> Tuple[float, ...]:
+    """A non-empty list of interpolation weights in (0, 1]; 1.0 is the trained encoder itself."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 < a <= 1.0 for a in items):
+        raise ConfigError(f"[{SECTION}] interpolation must be a list of weights in (0, 1], e.g. [0.5, 1.0]; "
+                          f"got {value!r}")
+    return tuple(float(a) for a in items)
 
 
 def check_device_name(name: Any) -> None:

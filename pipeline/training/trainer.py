@@ -30,7 +30,8 @@ from spacy.util import fix_random_seed, minibatch
 from pipeline.components.assembly import build_pipeline
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
-from pipeline.evaluation.validation import SELECTION_METRIC, validation_scores
+from pipeline.evaluation.dev_signals import DevSignals, build_dev_signals, dev_signal_scores
+from pipeline.evaluation.validation import COMBINED_METRIC, SELECTION_METRIC, combined_score, validation_scores
 from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.corpus.masking import mask_mentions
@@ -74,6 +75,12 @@ def copy_state(model: torch.nn.Module) -> StateDict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def interpolate_states(start: StateDict, end: StateDict, alpha: float) -> StateDict:
+    """``(1 - alpha) * start + alpha * end`` for float tensors (WiSE-FT); integer buffers are taken from ``end``."""
+    return {key: torch.lerp(start[key].to(value.device), value, alpha) if value.is_floating_point() else value
+            for key, value in end.items()}
+
+
 @dataclass
 class Progress:
     """What a checkpoint restores besides the weights: where the run is and the best it has seen."""
@@ -86,8 +93,11 @@ class Progress:
 
 class Trainer:
     def __init__(self, nlp: Language, settings: TrainingSettings, sampler: NegativeSampler, pairs: List[TrainingPair],
-                 validation: Sequence[Path], output: Path, seed: int, device: Optional[torch.device] = None):
+                 validation: Sequence[Path], output: Path, seed: int, device: Optional[torch.device] = None,
+                 dev: Optional[DevSignals] = None):
         self.nlp, self.settings, self.sampler, self.pairs = nlp, settings, sampler, pairs
+        self.dev = dev
+        self.selection_metric = COMBINED_METRIC if settings.selection == "combined" else SELECTION_METRIC
         self.validation, self.output, self.seed = list(validation), Path(output), seed
         self.device = device or resolve_device(settings.device)
         self.ranker = nlp.get_pipe(RANKER)
@@ -96,6 +106,7 @@ class Trainer:
             raise ConfigError(f"[components.{RANKER}.encoder] quantize is an inference option; train with "
                               "quantize = false and turn it on when loading the trained pipeline")
         self.encoder.to(self.device)
+        self.initial_state = copy_state(self.encoder.model)  # the untrained encoder, for interpolation
         self.taxonomy = find_taxonomy(nlp)
         self.uris = list(self.ranker.index.uris)
         self.labels = list(self.ranker.index.labels)
@@ -141,12 +152,15 @@ class Trainer:
         return float(loss.detach().cpu())
 
     def evaluate(self) -> Dict[str, float]:
-        """Rebuild the skill index with the current encoder and score the validation files."""
+        """Rebuild the skill index with the current encoder; score the validation files and the dev signals."""
         self.encoder.eval()
         self.ranker.rebuild_index(self.taxonomy)
-        if not self.validation:
-            return {}
-        return validation_scores(self.nlp, self.validation)
+        metrics = validation_scores(self.nlp, self.validation) if self.validation else {}
+        if self.dev is not None:
+            metrics.update(dev_signal_scores(self.nlp, self.dev))
+        if self.settings.selection == "combined":
+            metrics[COMBINED_METRIC] = combined_score(metrics)
+        return metrics
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, progress: Progress, best_state: StateDict) -> None:
@@ -187,7 +201,7 @@ class Trainer:
         else:
             progress, best_state = Progress(), copy_state(self.encoder.model)
             progress.best_metrics = self.evaluate()
-            progress.best = progress.best_metrics.get(SELECTION_METRIC, -1.0)
+            progress.best = progress.best_metrics.get(self.selection_metric, -1.0)
             self._log(log, {"step": 0, **progress.best_metrics})
         start = progress.step
         started = time.time()
@@ -209,9 +223,10 @@ class Trainer:
                 stop_reason = f"time budget of {s.max_minutes} min"
                 break
         bar.close()
+        alpha, best_metrics = self._interpolate(best_state, progress, log)
         log.close()
-        self._finish(best_state)
-        return {"best_metrics": progress.best_metrics, "steps": progress.step, "stop_reason": stop_reason,
+        return {"best_metrics": best_metrics, "steps": progress.step, "stop_reason": stop_reason,
+                "interpolation": alpha, "selection": self.selection_metric,
                 "train_seconds": round(time.time() - started, 1), "device": str(self.device),
                 "first_loss": losses[0] if losses else None,
                 "last_loss": float(np.mean(losses[-20:])) if losses else None}
@@ -222,7 +237,7 @@ class Trainer:
         lower training loss); checkpoint. Returns the best weights."""
         loss = float(np.mean(losses[-self.settings.eval_every:]))
         metrics = self.evaluate()
-        score = metrics.get(SELECTION_METRIC, -loss)
+        score = metrics.get(self.selection_metric, -loss)
         improved = score > progress.best
         if improved:
             progress.best, progress.bad_evals, progress.best_metrics = score, 0, metrics
@@ -234,12 +249,25 @@ class Trainer:
         self.save_checkpoint(progress, best_state)
         return best_state
 
-    def _finish(self, best_state: StateDict) -> None:
-        """Put the best weights back, re-embed the skills with them, and leave the pipeline on the CPU."""
-        self.encoder.model.load_state_dict(best_state)
+    def _interpolate(self, best_state: StateDict, progress: Progress, log: TextIO) -> tuple[float, Dict[str, float]]:
+        """Try each ``interpolation`` weight between the untrained and the best weights (1.0 = the best as they
+        are, already scored); keep the one that scores best. Leaves that encoder and its index in place, on the
+        CPU. Returns the weight and its metrics."""
+        chosen, chosen_state, chosen_metrics = 1.0, best_state, progress.best_metrics
+        best_score = progress.best
+        for alpha in sorted(set(self.settings.interpolation) - {1.0}):
+            state = interpolate_states(self.initial_state, best_state, alpha)
+            self.encoder.model.load_state_dict(state)
+            metrics = self.evaluate()
+            score = metrics.get(self.selection_metric, float("-inf"))
+            self._log(log, {"step": progress.step, "interpolation": alpha, "chosen": score > best_score, **metrics})
+            if score > best_score:
+                chosen, chosen_state, chosen_metrics, best_score = alpha, state, metrics, score
+        self.encoder.model.load_state_dict(chosen_state)
         self.encoder.eval()
         self.ranker.rebuild_index(self.taxonomy)
         self.encoder.to("cpu")
+        return chosen, chosen_metrics
 
     @staticmethod
     def _log(handle: TextIO, record: Dict[str, Any]) -> None:
@@ -264,7 +292,11 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     ctx = SupervisionContext(taxonomy, nlp.get_pipe(RANKER).index.uris, Path(corpus_dir) if corpus_dir else None,
                              random.Random(seed))
     pairs, counts = collect_pairs(sources, ctx)
-    trainer = Trainer(nlp, settings, sampler, pairs, validation, output, seed, device)
+    dev = build_dev_signals(taxonomy, ctx.corpus_dir, max_masked=settings.dev_max_masked,
+                            max_paraphrases=settings.dev_max_paraphrases) if settings.dev_signals else None
+    if settings.selection == "combined" and dev is None:
+        raise ConfigError('[training] selection = "combined" needs dev_signals = true')
+    trainer = Trainer(nlp, settings, sampler, pairs, validation, output, seed, device, dev)
     summary = trainer.run(resume=resume)
     summary.update({"pairs": counts, "negatives": sampler.describe(), "seed": seed, "config": str(config_path)})
     nlp.meta.setdefault("esco", {})
