@@ -281,6 +281,8 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     config = read_config(config_path, overrides)
     settings, sampler, sources = resolve_training(config)
     device = resolve_device(settings.device)  # before any slow work: a missing GPU is a config error
+    if settings.selection == "combined" and not settings.dev_signals:
+        raise ConfigError('[training] selection = "combined" needs dev_signals = true')
     seed = config_seed(config)
     fix_random_seed(seed)
     if settings.torch_threads:
@@ -294,8 +296,6 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     pairs, counts = collect_pairs(sources, ctx)
     dev = build_dev_signals(taxonomy, ctx.corpus_dir, max_masked=settings.dev_max_masked,
                             max_paraphrases=settings.dev_max_paraphrases) if settings.dev_signals else None
-    if settings.selection == "combined" and dev is None:
-        raise ConfigError('[training] selection = "combined" needs dev_signals = true')
     trainer = Trainer(nlp, settings, sampler, pairs, validation, output, seed, device, dev)
     summary = trainer.run(resume=resume)
     summary.update({"pairs": counts, "negatives": sampler.describe(), "seed": seed, "config": str(config_path)})
