@@ -147,13 +147,14 @@ def bench(
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also time the int8 encoder path."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
-    from pipeline.evaluation.bench import run_benchmarks
+    from pipeline.evaluation.bench import format_results, run_benchmarks
 
     try:
-        run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats,
-                       quantize=quantize)
+        results = run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size,
+                                 repeats=repeats, quantize=quantize)
     except KNOWN_ERRORS as err:
         _fail(err)
+    typer.echo(format_results(results, model, batch_size, repeats))
 
 
 @app.command()

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
-import spacy
 
-from pipeline.components.pipes import MATCHER_PIPES
+from pipeline.components.pipes import MATCHER_PIPES, RANKER, load_pipeline
 from pipeline.io import jobads
 from pipeline.io.text import clean_job_ad, iter_lines
 
@@ -50,10 +49,12 @@ def timed(fn: Callable[[], object], repeats: int) -> Dict[str, float]:
 
 
 def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 2000, n_ads: int = 200,
-                   batch_size: int = 64, repeats: int = 3, print_table: bool = True,
+                   batch_size: int = 64, repeats: int = 3,
                    quantize: bool = True) -> Dict[str, Dict[str, float]]:
+    """Every timing of the module docstring, as ``{what: {unit: value, "min": …, "max": …}}``; the CLI prints
+    ``format_results`` of it."""
     start = time.perf_counter()
-    nlp = spacy.load(model)
+    nlp = load_pipeline(model)
     load_s = time.perf_counter() - start
     ads = read_ads(jobads, max(n_ads, 50))
     sentences = ad_sentences(read_ads(jobads, 4 * n_ads + 200), n_sentences)
@@ -69,10 +70,10 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
     matcher_pipes = [p for p in MATCHER_PIPES if p in nlp.pipe_names]
     with nlp.select_pipes(enable=matcher_pipes):
         rate("matcher only", lambda: list(nlp.pipe(sentences, batch_size=batch_size)), n)
-    if "esco_skill_ranker" in nlp.pipe_names:
-        ranker = nlp.get_pipe("esco_skill_ranker")
+    if RANKER in nlp.pipe_names:
+        ranker = nlp.get_pipe(RANKER)
         rate("raw encoder (limit)", lambda: ranker.encoder.encode(sentences, batch_size=batch_size), n)
-        with nlp.select_pipes(disable=["esco_skill_ranker"]):
+        with nlp.select_pipes(disable=[RANKER]):
             prepared = list(nlp.pipe(sentences, batch_size=batch_size))
         rate("ranker only", lambda: list(ranker.pipe(prepared, batch_size=batch_size)), n)
     rate("full pipeline", lambda: list(nlp.pipe(sentences, batch_size=batch_size)), n)
@@ -83,8 +84,8 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
     if quantize and "esco_skill_ranker" in nlp.pipe_names:
         from pipeline.components.encoder import quantized_override
 
-        fast = spacy.load(model, config=quantized_override())
-        fast_ranker = fast.get_pipe("esco_skill_ranker")
+        fast = load_pipeline(model, config=quantized_override())
+        fast_ranker = fast.get_pipe(RANKER)
         rate("int8 encoder", lambda: fast_ranker.encoder.encode(sentences, batch_size=batch_size), n)
         rate("int8 full pipeline", lambda: list(fast.pipe(sentences, batch_size=batch_size)), n)
         results["int8 full pipeline"]["speed-up vs float pipeline"] = (
@@ -92,8 +93,6 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
     if "raw encoder (limit)" in results:
         results["full pipeline"]["share of encoder limit"] = (
             results["full pipeline"]["sentences/s"] / results["raw encoder (limit)"]["sentences/s"])
-    if print_table:
-        print(format_results(results, model, batch_size, repeats))
     return results
 
 
