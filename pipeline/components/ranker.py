@@ -11,7 +11,7 @@ alone; at 0.5 or more every literal match ranks above every implied skill.
 """
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Union, get_args
 
 import numpy as np
 import srsly
@@ -20,12 +20,14 @@ from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
 from pipeline.components.encoder import EncoderSettings, TransformerEncoder, resolve_model_path
-from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
+from pipeline.errors import IncompletePipelineError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
+from pipeline.constraints import NonNegativeInt, PositiveInt, Probability, check_values
 from pipeline.components.predictions import SkillPrediction, register_extensions, set_predictions
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 
-SKILL_TEXTS = ("preferred", "preferred+alt", "preferred+description", "preferred+alt+description")
+SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
+SKILL_TEXTS = get_args(SkillTextMode)
 ENCODER_DIR = "encoder"
 INDEX_FILE = "skill_index.npy"
 SKILLS_FILE = "skills.msgpack"
@@ -97,20 +99,14 @@ class SkillRanker:
         name: str = "esco_skill_ranker",
         *,
         encoder: EncoderSettings,
-        skill_text: str = "preferred",
-        top_k: int = 10,
-        threshold: float = 0.0,
-        explicit_weight: float = 0.5,
-        min_sentence_chars: int = 3,
+        skill_text: SkillTextMode = "preferred",
+        top_k: PositiveInt = 10,
+        threshold: Probability = 0.0,
+        explicit_weight: Probability = 0.5,
+        min_sentence_chars: NonNegativeInt = 3,
     ):
-        if skill_text not in SKILL_TEXTS:
-            raise ConfigError(f"[components.{name}] skill_text must be one of {SKILL_TEXTS}, got '{skill_text}'")
-        if top_k < 1:
-            raise ConfigError(f"[components.{name}] top_k must be >= 1, got {top_k}")
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"[components.{name}] threshold must be in [0, 1], got {threshold}")
-        if not 0.0 <= explicit_weight <= 1.0:
-            raise ConfigError(f"[components.{name}] explicit_weight must be in [0, 1], got {explicit_weight}")
+        check_values(f"components.{name}", SkillRanker.__init__, skill_text=skill_text, top_k=top_k,
+                     threshold=threshold, explicit_weight=explicit_weight, min_sentence_chars=min_sentence_chars)
         encoder.validate(f"components.{name}.encoder")
         self.nlp, self.name = nlp, name
         self.settings = encoder

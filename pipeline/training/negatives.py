@@ -22,7 +22,7 @@ from spacy.util import registry
 
 from pipeline.errors import ConfigError
 from pipeline.esco.taxonomy import EscoTaxonomy
-from pipeline.training.constraints import NonNegativeInt, PositiveInt, checked, confloat
+from pipeline.constraints import NonNegativeInt, PositiveInt, checked, confloat
 
 SECTION = "training.negatives"
 RelativeScore = confloat(gt=0.0, le=1.0)

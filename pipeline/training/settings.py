@@ -9,7 +9,7 @@ from typing import Any, Dict, Literal, Tuple, get_type_hints
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.training.constraints import (
+from pipeline.constraints import (
     NonNegativeFloat,
     NonNegativeInt,
     PositiveInt,

@@ -23,7 +23,7 @@ from spacy.util import registry
 from pipeline.errors import ConfigError
 from pipeline.esco.heldout import skills_by_text, training_texts
 from pipeline.esco.taxonomy import EscoTaxonomy
-from pipeline.training.constraints import NonNegativeInt, PositiveInt, checked
+from pipeline.constraints import NonNegativeInt, PositiveInt, checked
 
 SECTION = "training.supervision"
 Split = Literal["train", "dev"]  # the corpus splits that hold matched sentences (build.SPLITS minus "unmatched")

@@ -35,6 +35,7 @@ __all__ = [
     "PositiveInt",
     "Probability",
     "check_value",
+    "check_values",
     "checked",
     "confloat",
     "conint",
@@ -97,3 +98,11 @@ def checked(section: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def check_values(section: str, owner: Callable[..., Any], **values: Any) -> None:
+    """Check named values against ``owner``'s parameter hints, for a section known only at run time (a component
+    named in the config: ``[components.NAME]``)."""
+    hints = get_type_hints(owner, include_extras=True)
+    for key, value in values.items():
+        check_value(section, key, value, hints[key])
