@@ -107,7 +107,9 @@ def test_empty_text_gives_empty_results(matcher_nlp, text):
     assert doc._.esco_sentence_skills == {}
 
 
-def test_huge_document_is_processed_whole_and_finds_its_skills(matcher_nlp, uri_of):
+def test_huge_document_is_processed_whole_without_the_cap_and_finds_its_skills(matcher_dir, uri_of):
+    """With ``max_chars = 0`` (no cap) a document past spaCy's default max_length goes through whole, linearly."""
+    matcher_nlp = spacy.load(matcher_dir, config={"nlp": {"tokenizer": {"max_chars": 0}}})
     repeats = 1_000_001 // len(HUGE_AD_PARAGRAPH) + 1
     text = HUGE_AD_PARAGRAPH * repeats
     assert len(text) > 1_000_000  # spaCy's default max_length
