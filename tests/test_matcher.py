@@ -11,7 +11,7 @@ import warnings
 import pytest
 import spacy
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, NotInitializedError
 from pipeline.components.matcher import LabelPolicy, SkillMatcher
 from pipeline.components.predictions import SPANS_KEY
 
@@ -296,7 +296,7 @@ def test_bad_label_policy_in_a_config_raises_config_error(policy_nlp):
 
 
 def test_uninitialized_matcher_says_how_to_initialize(policy_nlp):
-    with pytest.raises(ValueError, match="is not initialized: call nlp.initialize"):
+    with pytest.raises(NotInitializedError, match="is not initialized: call nlp.initialize"):
         SkillMatcher(policy_nlp)(policy_nlp("Manage budgets."))
 
 
