@@ -66,9 +66,12 @@ def test_base_is_not_a_recipe():
         resolve_training(read_config(CONFIGS / "base.cfg"))
 
 
-def test_default_is_the_mixture_recipe():
-    assert read_config(CONFIGS / "default.cfg").to_str() == read_config(CONFIGS / "mixture.cfg").to_str()
-    assert isinstance(resolve_training(read_config(CONFIGS / "default.cfg"))[1], MixtureNegatives)
+def test_default_is_the_implied_skills_recipe_on_the_mixture():
+    assert read_config(CONFIGS / "default.cfg").to_str() == read_config(CONFIGS / "implied.cfg").to_str()
+    settings, sampler, sources = resolve_training(read_config(CONFIGS / "default.cfg"))
+    assert isinstance(sampler, MixtureNegatives)
+    assert settings.selection == "combined" and settings.dev_signals and 1.0 in settings.interpolation
+    assert set(sources) == {"corpus", "alt_labels", "descriptions"} and settings.mask_probability > 0
 
 
 def test_an_overlays_negatives_replace_its_bases_block(tmp_path):
