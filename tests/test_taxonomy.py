@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import EscoDataError
+from pipeline.errors import EscoDataError, IncompletePipelineError
 from pipeline.esco.taxonomy import (
     BROADER_FILE,
     GROUPS_FILE,
@@ -210,7 +210,7 @@ def test_taxonomy_round_trips_through_disk_unchanged(tmp_path, taxonomy):
 
 
 def test_from_disk_without_a_knowledge_base_names_the_missing_file(tmp_path):
-    with pytest.raises(EscoDataError, match=re.escape(str(tmp_path / KB_FILE))):
+    with pytest.raises(IncompletePipelineError, match=re.escape(str(tmp_path / KB_FILE))):
         EscoTaxonomy.from_disk(tmp_path)
 
 
