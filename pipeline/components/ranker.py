@@ -20,7 +20,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
 from pipeline.components.encoder import EncoderSettings, TransformerEncoder, resolve_model_path
-from pipeline.errors import IncompletePipelineError, NotInitializedError
+from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.constraints import NonNegativeInt, PositiveInt, Probability, check_values
 from pipeline.components.predictions import SkillPrediction, register_extensions, set_predictions
@@ -121,14 +121,14 @@ class SkillRanker:
     def initialize(self, get_examples: Optional[Callable] = None, *, nlp: Optional[Language] = None,
                    esco_path: Optional[str] = None) -> None:
         """Resolve the encoder weights locally and embed every ESCO skill."""
-        taxonomy = EscoTaxonomy.from_esco(esco_path) if esco_path and not self._has_taxonomy(nlp or self.nlp) \
-            else find_taxonomy(nlp or self.nlp)
+        try:  # the knowledge base of a component before it (the matcher), else the export at esco_path
+            taxonomy = find_taxonomy(nlp or self.nlp)
+        except ConfigError:
+            if not esco_path:
+                raise
+            taxonomy = EscoTaxonomy.from_esco(esco_path)
         self.encoder = TransformerEncoder(resolve_model_path(self.settings.name), self.settings)
         self.rebuild_index(taxonomy)
-
-    @staticmethod
-    def _has_taxonomy(nlp: Language) -> bool:
-        return any(getattr(proc, "taxonomy", None) is not None for _, proc in nlp.pipeline)
 
     def rebuild_index(self, taxonomy: EscoTaxonomy, progress: bool = False) -> None:
         """Re-embed the skills, e.g. after training changed the encoder."""
