@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -185,6 +185,35 @@ class TransformerEncoder(torch.nn.Module):
             idx = order[start : start + size]
             out[idx] = self.forward([texts[i] for i in idx], max_length).float().cpu().numpy()
         self.train(was_training)
+        return out
+
+    @torch.inference_mode()
+    def encode_tokens(self, texts: Sequence[str], max_length: Optional[int] = None,
+                      batch_size: Optional[int] = None) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """Per text: the character offsets ``[T, 2]`` of its word pieces and their L2-normalized contextual
+        vectors ``[T, D]`` (special tokens dropped).
+
+        Why: a sentence vector says *that* a sentence is about a skill, the token vectors say *which words*
+        carry it — the evidence shown for an implied skill, and token-level scoring (ConTeXT-match).
+        """
+        texts = list(texts)
+        out: List[Tuple[np.ndarray, np.ndarray]] = []
+        size = batch_size or self.settings.batch_size
+        model = self.inference_model()
+        for start in range(0, len(texts), size):
+            chunk = texts[start : start + size]
+            batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt",
+                                   max_length=max_length or self.settings.max_length, return_offsets_mapping=True,
+                                   return_special_tokens_mask=True)
+            offsets = batch.pop("offset_mapping").numpy()
+            special = batch.pop("special_tokens_mask").numpy().astype(bool)
+            batch = batch.to(self.model.device)
+            hidden = torch.nn.functional.normalize(model(**batch).last_hidden_state, p=2, dim=-1)
+            hidden = hidden.float().cpu().numpy()
+            mask = batch["attention_mask"].cpu().numpy().astype(bool)
+            for i in range(len(chunk)):
+                keep = mask[i] & ~special[i]
+                out.append((offsets[i][keep].astype(np.int64), hidden[i][keep]))
         return out
 
     def save(self, path: Union[str, Path]) -> None:

@@ -3,6 +3,15 @@
 - ``doc.spans["esco_skills"]``: explicit mentions (``kb_id_`` = ESCO URI, ``label_`` = ESCO skill type).
 - ``doc._.esco_skills``: the ad's ranked ``SkillPrediction`` list.
 - ``sent._.esco_skills``: the same for one sentence (any span that is a sentence of the doc).
+- ``doc._.esco_skill_set`` / ``span._.esco_skill_set``: the predictions the pipeline commits to (the decided
+  set), ranked, same fields plus ``probability`` and ``evidence``.
+- ``span._.esco_no_skill_reason``: why a sentence got an empty set (``"boilerplate"``, ``"section"``,
+  ``"no_skill"``, ...), ``None`` when it was decided on its predictions.
+
+Decisions are written by a decision component (``esco_skill_decider``) into ``doc._.esco_decisions``:
+``{sentence start token: {"skills": [[uri, probability, [[start_char, end_char], ...]], ...], "reason": str|None}}``.
+A sentence with no decision (a pipeline without that component) commits to its literal matches only: a literal
+ESCO label in the text is the one prediction that needs no calibration.
 
 Predictions are stored in ``doc.user_data`` as plain lists (URI, label, score, explicit, token offsets of the
 mentions), and the extensions above are getters that rebuild ``SkillPrediction`` objects from them. So a
@@ -17,13 +26,27 @@ that clearly asks for a skill is enough — an ad does not ask for a skill less 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
 SPANS_KEY = "esco_skills"
 RAW_KEY = "esco_predictions"  # Doc extension holding {sentence start token: [[uri, label, score, explicit, [[start, end], ...]], ...]}
+DECISIONS_KEY = "esco_decisions"  # Doc extension holding the decided sets (see the module docstring)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Words of ``doc.text`` that support a prediction: the mention for an explicit one, the sentence's most
+    similar words for an implied one."""
+
+    start_char: int
+    end_char: int
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"start_char": self.start_char, "end_char": self.end_char, "text": self.text}
 
 
 @dataclass
@@ -33,20 +56,80 @@ class SkillPrediction:
     score: float
     explicit: bool = False
     spans: List[Span] = field(default_factory=list)
+    probability: Optional[float] = None  # calibrated P(the sentence asks for this skill); set-members only
+    evidence: List[Evidence] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "uri": self.uri,
             "label": self.label,
             "score": round(float(self.score), 4),
             "explicit": self.explicit,
             "spans": [{"start_char": s.start_char, "end_char": s.end_char, "text": s.text} for s in self.spans],
+            "evidence": [e.to_dict() for e in self.evidence],
         }
+        if self.probability is not None:
+            out["probability"] = round(float(self.probability), 4)
+        return out
+
+
+def mention_evidence(spans: Sequence[Span]) -> List[Evidence]:
+    return [Evidence(s.start_char, s.end_char, s.text) for s in spans]
 
 
 def _rebuild(doc: Doc, rows: Sequence[list]) -> List[SkillPrediction]:
-    return [SkillPrediction(uri, label, score, explicit, [doc[s:e] for s, e in spans])
-            for uri, label, score, explicit, spans in rows]
+    preds = []
+    for uri, label, score, explicit, spans in rows:
+        mentions = [doc[s:e] for s, e in spans]
+        preds.append(SkillPrediction(uri, label, score, explicit, mentions, evidence=mention_evidence(mentions)))
+    return preds
+
+
+def _decided(doc: Doc, start: int, ranking: List[SkillPrediction]) -> List[SkillPrediction]:
+    """The committed part of one sentence's ranking (see the module docstring for the no-decision rule)."""
+    decision = (doc._.get(DECISIONS_KEY) or {}).get(str(start))
+    if decision is None:
+        return [p for p in ranking if p.explicit]
+    by_uri = {p.uri: p for p in ranking}
+    chosen = []
+    for uri, probability, offsets in decision["skills"]:
+        pred = by_uri.get(uri)
+        if pred is None:  # a decision about a skill the ranking no longer holds: nothing to show for it
+            continue
+        evidence = [Evidence(s, e, doc.text[s:e]) for s, e in offsets] or list(pred.evidence)
+        chosen.append(replace(pred, spans=list(pred.spans), probability=float(probability), evidence=evidence))
+    return chosen
+
+
+def _doc_sentence_sets(doc: Doc) -> Dict[int, List[SkillPrediction]]:
+    return {start: _decided(doc, start, ranking) for start, ranking in _doc_sentence_skills(doc).items()}
+
+
+def _doc_skill_set(doc: Doc) -> List[SkillPrediction]:
+    return aggregate(_doc_sentence_sets(doc).values())
+
+
+def _sentence_key(span: Span) -> Optional[str]:
+    """The key of ``span`` in the stored predictions when it is exactly a sentence of the doc."""
+    raw = span.doc._.get(RAW_KEY) or {}
+    key = str(span.start)
+    if key in raw and len(span) and span.end == span.doc[span.start].sent.end:
+        return key
+    return None
+
+
+def _span_skill_set(span: Span) -> List[SkillPrediction]:
+    key = _sentence_key(span)
+    if key is not None:
+        return _decided(span.doc, span.start, _span_skills(span))
+    return aggregate(preds for start, preds in _doc_sentence_sets(span.doc).items()
+                     if span.start <= start < span.end)
+
+
+def _span_no_skill_reason(span: Span) -> Optional[str]:
+    key = _sentence_key(span)
+    decision = (span.doc._.get(DECISIONS_KEY) or {}).get(key) if key is not None else None
+    return decision.get("reason") if decision else None
 
 
 def _doc_sentence_skills(doc: Doc) -> Dict[int, List[SkillPrediction]]:
@@ -60,8 +143,8 @@ def _doc_skills(doc: Doc) -> List[SkillPrediction]:
 
 def _span_skills(span: Span) -> List[SkillPrediction]:
     raw = span.doc._.get(RAW_KEY) or {}
-    key = str(span.start)
-    if key in raw and len(span) and span.end == span.doc[span.start].sent.end:
+    key = _sentence_key(span)
+    if key is not None:
         return _rebuild(span.doc, raw[key])
     # Not a sentence: the predictions of the sentences it covers, aggregated like an ad.
     inner = [_rebuild(span.doc, rows) for start, rows in raw.items() if span.start <= int(start) < span.end]
@@ -78,6 +161,14 @@ def register_extensions() -> None:
         Doc.set_extension("esco_sentence_skills", getter=_doc_sentence_skills)
     if not Span.has_extension("esco_skills"):
         Span.set_extension("esco_skills", getter=_span_skills)
+    if not Doc.has_extension(DECISIONS_KEY):
+        Doc.set_extension(DECISIONS_KEY, default=None)
+    if not Doc.has_extension("esco_skill_set"):
+        Doc.set_extension("esco_skill_set", getter=_doc_skill_set)
+    if not Span.has_extension("esco_skill_set"):
+        Span.set_extension("esco_skill_set", getter=_span_skill_set)
+    if not Span.has_extension("esco_no_skill_reason"):
+        Span.set_extension("esco_no_skill_reason", getter=_span_no_skill_reason)
 
 
 def aggregate(per_sentence: Iterable[Sequence[SkillPrediction]]) -> List[SkillPrediction]:
@@ -89,11 +180,14 @@ def aggregate(per_sentence: Iterable[Sequence[SkillPrediction]]) -> List[SkillPr
             counts[pred.uri] += 1
             current = best.get(pred.uri)
             if current is None:
-                best[pred.uri] = SkillPrediction(pred.uri, pred.label, pred.score, pred.explicit, list(pred.spans))
+                best[pred.uri] = replace(pred, spans=list(pred.spans), evidence=list(pred.evidence))
             else:
                 current.score = max(current.score, pred.score)
                 current.explicit = current.explicit or pred.explicit
                 current.spans.extend(pred.spans)
+                current.evidence.extend(pred.evidence)
+                if pred.probability is not None:
+                    current.probability = max(current.probability or 0.0, pred.probability)
     return sorted(best.values(), key=lambda p: (-p.score, -counts[p.uri], not p.explicit, p.label))
 
 
@@ -103,4 +197,15 @@ def set_predictions(doc: Doc, per_sentence: Dict[int, List[SkillPrediction]]) ->
         str(start): [[p.uri, p.label, float(p.score), bool(p.explicit), [[s.start, s.end] for s in p.spans]]
                      for p in preds]
         for start, preds in per_sentence.items()
+    })
+
+
+def set_decisions(doc: Doc, decisions: Dict[int, Tuple[List[SkillPrediction], Optional[str]]]) -> None:
+    """Store each sentence's decided set (predictions with ``probability`` and ``evidence``) and, for an empty
+    set, the reason; keyed like :func:`set_predictions`."""
+    doc._.set(DECISIONS_KEY, {
+        str(start): {"skills": [[p.uri, float(p.probability if p.probability is not None else 1.0),
+                                 [[e.start_char, e.end_char] for e in p.evidence]] for p in preds],
+                     "reason": reason}
+        for start, (preds, reason) in decisions.items()
     })
