@@ -5,8 +5,10 @@
 - ``sent._.esco_skills``: the same for one sentence (any span that is a sentence of the doc).
 - ``doc._.esco_skill_set`` / ``span._.esco_skill_set``: the predictions the pipeline commits to (the decided
   set), ranked, same fields plus ``probability`` and ``evidence``.
-- ``span._.esco_no_skill_reason``: why a sentence got an empty set (``"boilerplate"``, ``"section"``,
+- ``span._.esco_no_skill_reason``: why a sentence got an empty set (``"boilerplate"``, ``"section:<name>"``,
   ``"no_skill"``, ...), ``None`` when it was decided on its predictions.
+- ``doc._.esco_skipped``: ``{sentence start token: reason}`` for sentences a filter before the ranker marked as
+  asking for no skill (boilerplate, a benefits section...); the ranker does not rank them.
 
 Decisions are written by a decision component (``esco_skill_decider``) into ``doc._.esco_decisions``:
 ``{sentence start token: {"skills": [[uri, probability, [[start_char, end_char], ...]], ...], "reason": str|None}}``.
@@ -34,6 +36,7 @@ from spacy.tokens import Doc, Span
 SPANS_KEY = "esco_skills"
 RAW_KEY = "esco_predictions"  # Doc extension holding {sentence start token: [[uri, label, score, explicit, [[start, end], ...]], ...]}
 DECISIONS_KEY = "esco_decisions"  # Doc extension holding the decided sets (see the module docstring)
+SKIPPED_KEY = "esco_skipped"  # Doc extension {sentence start token: reason} for sentences no skill is looked for in
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,25 @@ def _span_skill_set(span: Span) -> List[SkillPrediction]:
                      if span.start <= start < span.end)
 
 
+def skipped_sentences(doc: Doc) -> Dict[int, str]:
+    """Sentences (by first token) that a filter before the ranker marked as asking for no skill, with why."""
+    return {int(start): reason for start, reason in (doc._.get(SKIPPED_KEY) or {}).items()}
+
+
+def mark_skipped(doc: Doc, reasons: Dict[int, str]) -> None:
+    doc._.set(SKIPPED_KEY, {str(start): reason for start, reason in reasons.items()})
+
+
 def _span_no_skill_reason(span: Span) -> Optional[str]:
-    key = _sentence_key(span)
-    decision = (span.doc._.get(DECISIONS_KEY) or {}).get(key) if key is not None else None
-    return decision.get("reason") if decision else None
+    """The decision's reason, else the filter's (a skipped sentence has no decision to make)."""
+    if not len(span):
+        return None
+    decision = (span.doc._.get(DECISIONS_KEY) or {}).get(str(span.start))
+    if decision and decision.get("reason"):
+        return decision["reason"]
+    if span.end == span.doc[span.start].sent.end:
+        return skipped_sentences(span.doc).get(span.start)
+    return None
 
 
 def _doc_sentence_skills(doc: Doc) -> Dict[int, List[SkillPrediction]]:
@@ -161,6 +179,8 @@ def register_extensions() -> None:
         Doc.set_extension("esco_sentence_skills", getter=_doc_sentence_skills)
     if not Span.has_extension("esco_skills"):
         Span.set_extension("esco_skills", getter=_span_skills)
+    if not Doc.has_extension(SKIPPED_KEY):
+        Doc.set_extension(SKIPPED_KEY, default=None)
     if not Doc.has_extension(DECISIONS_KEY):
         Doc.set_extension(DECISIONS_KEY, default=None)
     if not Doc.has_extension("esco_skill_set"):

@@ -23,7 +23,8 @@ from pipeline.components.encoder import EncoderSettings, TransformerEncoder, res
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.constraints import NonNegativeInt, PositiveInt, Probability, check_values
-from pipeline.components.predictions import SkillPrediction, register_extensions, set_predictions
+from pipeline.components.predictions import (SkillPrediction, register_extensions, set_predictions,
+                                              skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 
 SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
@@ -169,8 +170,11 @@ class SkillRanker:
         return scores[inverse]
 
     def _sentences(self, doc: Doc) -> List[Span]:
+        """Sentences to rank: long enough, and not marked by a filter as asking for no skill (their encoding is
+        the pipeline's main cost, and boilerplate repeats across ads)."""
         sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
-        return [s for s in sents if len(s.text.strip()) >= self.min_sentence_chars]
+        skipped = skipped_sentences(doc)
+        return [s for s in sents if len(s.text.strip()) >= self.min_sentence_chars and s.start not in skipped]
 
     def rank_sentence(self, sent: Span, row: np.ndarray,
                       explicit_by_sentence: Dict[int, List[SkillPrediction]]) -> List[SkillPrediction]:
