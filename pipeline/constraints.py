@@ -25,13 +25,14 @@ from typing import (
     get_type_hints,
 )
 
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, confloat, conint
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, confloat, conint
 
 from pipeline.errors import ConfigError
 
 __all__ = [
     "NonNegativeFloat",
     "NonNegativeInt",
+    "PositiveFloat",
     "PositiveInt",
     "Probability",
     "check_value",

@@ -91,7 +91,9 @@ def test_encoder_resolves_from_package_and_never_downloads(tmp_path):
 @pytest.mark.parametrize(
     "override,key",
     [({"top_k": 0}, "top_k"), ({"threshold": 1.5}, "threshold"), ({"skill_text": "labels"}, "skill_text"),
-     ({"explicit_weight": -0.1}, "explicit_weight"), ({"encoder": {"pooling": "max"}}, "pooling")],
+     ({"explicit_weight": -0.1}, "explicit_weight"), ({"encoder": {"pooling": "max"}}, "pooling"),
+     ({"scoring": "tokens"}, "scoring"), ({"token_temperature": 0.0}, "token_temperature"),
+     ({"label_pooling": "median"}, "label_pooling")],
 )
 def test_bad_ranker_config_names_the_key(esco_path, override, key):
     config = base_config().merge({"components": {"esco_skill_ranker": override}})
@@ -110,3 +112,40 @@ def test_int8_encoder_path_stays_close_to_float_and_keeps_float_weights():
     cosines = (exact * fast).sum(axis=1)
     assert cosines.min() > 0.9 and not np.allclose(exact, fast)
     assert fast_encoder.model.encoder.layer[0].attention.self.query.__class__.__name__ == "Linear"
+
+
+def test_label_pooling_and_token_scores_follow_their_definitions():
+    from pipeline.components.ranker import SkillIndex
+
+    vectors = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)  # skill a: texts 0, 1; skill b: text 2
+    index = SkillIndex(["a", "b"], ["A", "B"], ["", ""], vectors, np.array([0, 2]))
+    sentence = np.array([[0.6, 0.8, 0.0]], dtype=np.float32)
+    assert index.scores(sentence, "max")[0].tolist() == pytest.approx([0.8, 0.0])
+    assert index.scores(sentence, "mean")[0].tolist() == pytest.approx([0.7, 0.0])
+    tokens = np.array([[1, 0, 0], [0, 0, 1]], dtype=np.float32)  # one token per skill
+    # A low temperature picks each text's best token; a high one averages the tokens.
+    assert index.token_scores(tokens, 0.001).tolist() == pytest.approx([1.0, 1.0])
+    assert index.token_scores(tokens, 1000.0).tolist() == pytest.approx([0.5, 0.5], abs=1e-3)
+    assert index.token_scores(np.zeros((0, 3), np.float32), 0.05).tolist() == [0.0, 0.0]
+
+
+def test_token_scoring_ranks_the_implied_skill_and_mismatched_index_fails(pipeline_nlp, uri_of):
+    from pipeline.components.ranker import sync_index
+
+    ranker = pipeline_nlp.get_pipe("esco_skill_ranker")
+    skill = ranker.index.position[uri_of("patient record storage")]
+    sentence_scores = ranker.score_texts([IMPLICIT])[0]
+    ranker.scoring = "token"
+    try:
+        token_scores = ranker.score_texts([IMPLICIT])[0]
+    finally:
+        ranker.scoring = "sentence"
+    assert not np.allclose(token_scores, sentence_scores)
+    assert (token_scores > token_scores[skill]).sum() < 10  # still in the top 10 of 13,896
+    assert ranker.index.mode == "preferred" and not sync_index(pipeline_nlp)
+    ranker.skill_text = "preferred+alt"
+    try:
+        with pytest.raises(ConfigError, match="skill_text"):
+            ranker.score_texts([IMPLICIT])
+    finally:
+        ranker.skill_text = "preferred"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from pipeline.esco.heldout import is_held_out
 from pipeline.training.supervision import AltLabelPairs, DescriptionPairs, SupervisionContext
 
@@ -28,3 +30,31 @@ def test_description_pairs_reach_skills_no_ad_names_and_keep_shared_labels_gold(
     alt = AltLabelPairs(per_skill=5, max_pairs=0).pairs(ctx)
     assert all(p.skill in p.gold for p in alt)
     assert any(len(p.gold) > 1 for p in alt)  # a label shared by two skills is gold for both
+
+
+def test_self_training_labels_only_confident_unmatched_train_sentences(taxonomy, tiny_corpus, pipeline_nlp):
+    from pipeline.corpus.build import load_corpus
+    from pipeline.errors import ConfigError
+    from pipeline.training.supervision import SelfTrainingPairs
+
+    ranker = pipeline_nlp.get_pipe("esco_skill_ranker")
+    ctx = SupervisionContext(taxonomy, ranker.index.uris, tiny_corpus, random.Random(0), ranker=ranker)
+    data = load_corpus(tiny_corpus)
+    dev_ads = set(data["dev"]["ad_id"])
+    dev_texts = {row["text"] for row in data["unmatched"] if row["ad_id"] in dev_ads}
+    unmatched = {row["text"] for row in data["unmatched"] if row["ad_id"] not in dev_ads}
+    loose = SelfTrainingPairs(max_sentences=150, min_score=0.0, min_margin=0.0, agreement_k=0, max_pairs_per_skill=0)
+    everything = loose.pairs(ctx)
+    assert len(everything) == len({p.text for p in everything}) > 100  # one pseudo-label per sentence
+    assert {p.text for p in everything} <= unmatched and not {p.text for p in everything} & dev_texts
+    strict = SelfTrainingPairs(max_sentences=150, min_score=0.55, min_margin=0.02, agreement_k=3,
+                               max_pairs_per_skill=0).pairs(ctx)
+    assert len(strict) < len(everything)
+    scores = ranker.score_texts([p.text for p in strict])
+    for pair, row in zip(strict, scores):
+        assert pair.gold == {pair.skill} and pair.source == "self_training" and not pair.mentions
+        assert row[pair.skill] >= 0.55 and row.argmax() == pair.skill
+    with pytest.raises(ConfigError, match="self_training"):
+        SelfTrainingPairs().pairs(SupervisionContext(taxonomy, ranker.index.uris, tiny_corpus, random.Random(0)))
+    with pytest.raises(ConfigError, match="min_score"):
+        SelfTrainingPairs(min_score=1.5)

@@ -1,8 +1,16 @@
 """``esco_skill_ranker``: a bi-encoder that ranks all ESCO skills for every sentence.
 
 Sentences and skills are embedded by the same encoder; a skill's score for a sentence is the cosine similarity
-(clipped to [0, 1]) with its best-matching label (preferred label, and alternative labels or the description
-when the config says so). The skill side is embedded once into an index stored in the component folder.
+(clipped to [0, 1]) with its labels (preferred label, and alternative labels or the description when
+``skill_text`` says so), pooled over them by ``label_pooling`` (max: the best-matching label; mean). The skill
+side is embedded once into an index stored in the component folder, which records the ``skill_text`` it was
+built with: loading it under another ``skill_text`` fails until ``rebuild_index`` is called.
+
+``scoring`` chooses the sentence side: ``"sentence"`` compares the mean-pooled sentence vector with each skill;
+``"token"`` compares every token's contextual vector with the skill and pools the similarities with softmax
+weights at ``token_temperature`` (ConTeXT-match, Decorte et al. 2025): a skill named or implied by two words of
+a long sentence is not diluted by the other twenty. Token scoring costs a [tokens × skill texts] product per
+sentence.
 
 Fusion with the literal matcher (when it ran first): for each sentence,
 ``score = (1 - explicit_weight) * ranker_score + explicit_weight * match_score`` where ``match_score`` is the
@@ -22,13 +30,15 @@ from spacy.util import minibatch
 from pipeline.components.encoder import EncoderSettings, TransformerEncoder, resolve_model_path
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
-from pipeline.constraints import NonNegativeInt, PositiveInt, Probability, check_values
+from pipeline.constraints import NonNegativeInt, PositiveFloat, PositiveInt, Probability, check_values
 from pipeline.components.predictions import (SkillPrediction, register_extensions, set_predictions,
                                               skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 
 SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
 SKILL_TEXTS = get_args(SkillTextMode)
+Scoring = Literal["sentence", "token"]
+LabelPooling = Literal["max", "mean"]
 ENCODER_DIR = "encoder"
 INDEX_FILE = "skill_index.npy"
 SKILLS_FILE = "skills.msgpack"
@@ -49,8 +59,9 @@ class SkillIndex:
     """Label embeddings grouped by skill (rows of one skill are contiguous), float16 on disk."""
 
     def __init__(self, uris: List[str], labels: List[str], types: List[str], vectors: np.ndarray,
-                 offsets: np.ndarray):
+                 offsets: np.ndarray, mode: Optional[str] = None):
         self.uris, self.labels, self.types = uris, labels, types
+        self.mode = mode  # the skill_text it was built with (None: an index saved before it was recorded)
         self.vectors = vectors.astype(np.float32)  # [n_texts, D]
         self.offsets = offsets.astype(np.int64)  # [n_skills]: first row of each skill
         self.position = {uri: i for i, uri in enumerate(uris)}
@@ -69,19 +80,35 @@ class SkillIndex:
             offsets.append(len(texts))
             texts.extend(skill_texts(skill, mode))
         vectors = encoder.encode(texts, max_length=encoder.settings.skill_max_length, progress=progress)
-        return cls(uris, labels, types, vectors, np.asarray(offsets))
+        return cls(uris, labels, types, vectors, np.asarray(offsets), mode)
 
-    def scores(self, sentence_vectors: np.ndarray) -> np.ndarray:
-        """[S, D] sentence embeddings → [S, n_skills] cosine, max over each skill's texts."""
-        sims = sentence_vectors @ self.vectors.T  # [S, n_texts]
+    def scores(self, sentence_vectors: np.ndarray, pooling: str = "max") -> np.ndarray:
+        """[S, D] sentence embeddings → [S, n_skills] cosine, pooled over each skill's texts."""
+        return self.pool(sentence_vectors @ self.vectors.T, pooling)  # [S, n_texts] → [S, n_skills]
+
+    def pool(self, sims: np.ndarray, pooling: str = "max") -> np.ndarray:
+        """[S, n_texts] similarities → [S, n_skills], max or mean over each skill's texts."""
         if len(self.offsets) == sims.shape[1]:
             return sims
+        if pooling == "mean":
+            counts = np.diff(np.append(self.offsets, sims.shape[1]))
+            return np.add.reduceat(sims, self.offsets, axis=1) / counts
         return np.maximum.reduceat(sims, self.offsets, axis=1)
+
+    def token_scores(self, tokens: np.ndarray, temperature: float, pooling: str = "max") -> np.ndarray:
+        """[T, D] one sentence's token vectors → [n_skills]: per skill text, the token similarities pooled with
+        softmax weights (temperature → 0: the best token; → ∞: their mean), then pooled over the skill's texts."""
+        if not len(tokens):
+            return np.zeros(len(self.uris), np.float32)
+        sims = tokens @ self.vectors.T  # [T, n_texts]
+        weights = np.exp((sims - sims.max(axis=0, keepdims=True)) / temperature)
+        pooled = (weights * sims).sum(axis=0) / weights.sum(axis=0)  # [n_texts]
+        return self.pool(pooled[None, :], pooling)[0]
 
     def to_disk(self, path: Path) -> None:
         np.save(path / INDEX_FILE, self.vectors.astype(np.float16), allow_pickle=False)
         srsly.write_msgpack(path / SKILLS_FILE, {"uris": self.uris, "labels": self.labels, "types": self.types,
-                                                 "offsets": self.offsets.tolist()})
+                                                 "offsets": self.offsets.tolist(), "mode": self.mode})
 
     @classmethod
     def from_disk(cls, path: Path) -> "SkillIndex":
@@ -90,7 +117,8 @@ class SkillIndex:
                 raise IncompletePipelineError(f"'{path / name}' is missing: the ranker folder is incomplete.")
         meta = srsly.read_msgpack(path / SKILLS_FILE)
         vectors = np.load(path / INDEX_FILE, allow_pickle=False)
-        return cls(meta["uris"], meta["labels"], meta["types"], vectors, np.asarray(meta["offsets"]))
+        return cls(meta["uris"], meta["labels"], meta["types"], vectors, np.asarray(meta["offsets"]),
+                   meta.get("mode"))
 
 
 class SkillRanker:
@@ -101,17 +129,22 @@ class SkillRanker:
         *,
         encoder: EncoderSettings,
         skill_text: SkillTextMode = "preferred",
+        label_pooling: LabelPooling = "max",
+        scoring: Scoring = "sentence",
+        token_temperature: PositiveFloat = 0.05,
         top_k: PositiveInt = 10,
         threshold: Probability = 0.0,
         explicit_weight: Probability = 0.5,
         min_sentence_chars: NonNegativeInt = 3,
     ):
-        check_values(f"components.{name}", SkillRanker.__init__, skill_text=skill_text, top_k=top_k,
+        check_values(f"components.{name}", SkillRanker.__init__, skill_text=skill_text, label_pooling=label_pooling,
+                     scoring=scoring, token_temperature=token_temperature, top_k=top_k,
                      threshold=threshold, explicit_weight=explicit_weight, min_sentence_chars=min_sentence_chars)
         encoder.validate(f"components.{name}.encoder")
         self.nlp, self.name = nlp, name
         self.settings = encoder
-        self.skill_text = skill_text
+        self.skill_text, self.label_pooling = skill_text, label_pooling
+        self.scoring, self.token_temperature = scoring, token_temperature
         self.top_k, self.threshold, self.explicit_weight = top_k, threshold, explicit_weight
         self.min_sentence_chars = min_sentence_chars
         self.encoder: Optional[TransformerEncoder] = None
@@ -147,8 +180,7 @@ class SkillRanker:
         Docs are buffered ``sort_window`` batches at a time: sorting a few hundred sentences by length before
         cutting them into encoder batches wastes far less padding than sorting each batch alone.
         """
-        if self.encoder is None or self.index is None:
-            raise NotInitializedError(f"'{self.name}' is not initialized: call nlp.initialize() first.")
+        self._check_ready()
         for batch in minibatch(docs, size=batch_size * SORT_WINDOW):
             sentences = [(doc, sent) for doc in batch for sent in self._sentences(doc)]
             scores = self._unique_scores([sent.text.strip() for _, sent in sentences])
@@ -166,8 +198,15 @@ class SkillRanker:
         if not texts:
             return np.zeros((0, len(self.index)), np.float32)
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-        scores = np.clip(self.index.scores(self.encoder.encode(list(unique))), 0.0, 1.0)
-        return scores[inverse]
+        return self.score_texts(list(unique))[inverse]
+
+    def _check_ready(self) -> None:
+        if self.encoder is None or self.index is None:
+            raise NotInitializedError(f"'{self.name}' is not initialized: call nlp.initialize() first.")
+        if self.index.mode is not None and self.index.mode != self.skill_text:
+            raise ConfigError(
+                f"[components.{self.name}] skill_text = '{self.skill_text}' but the stored index was built with "
+                f"'{self.index.mode}': call rebuild_index(taxonomy) (evaluate --set does) or keep '{self.index.mode}'.")
 
     def _sentences(self, doc: Doc) -> List[Span]:
         """Sentences to rank: long enough, and not marked by a filter as asking for no skill (their encoding is
@@ -203,8 +242,15 @@ class SkillRanker:
         return sorted(explicit_preds + implicit_preds, key=lambda p: -p.score)
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """[len(texts), n_skills] ranker scores, for evaluation and benchmarks."""
-        return np.clip(self.index.scores(self.encoder.encode(list(texts))), 0.0, 1.0)
+        """[len(texts), n_skills] ranker scores in [0, 1] (the ranking itself, evaluation, benchmarks)."""
+        self._check_ready()
+        if self.scoring == "token":
+            rows = [self.index.token_scores(vectors, self.token_temperature, self.label_pooling)
+                    for _, vectors in self.encoder.encode_tokens(list(texts))]
+            scores = np.stack(rows) if rows else np.zeros((0, len(self.index)), np.float32)
+        else:
+            scores = self.index.scores(self.encoder.encode(list(texts)), self.label_pooling)
+        return np.clip(scores, 0.0, 1.0)
 
     # ------------------------------------------------------------------ serialization
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
@@ -224,12 +270,27 @@ class SkillRanker:
         return self
 
 
+def sync_index(nlp: Language, force: bool = False) -> bool:
+    """Re-embed the skills when the ranker's ``skill_text`` differs from its stored index (a config override);
+    ``force`` also for an index that did not record its ``skill_text``. Returns whether it rebuilt."""
+    if RANKER not in nlp.pipe_names:
+        return False
+    ranker = nlp.get_pipe(RANKER)
+    if ranker.index is None or not (force or ranker.index.mode not in (None, ranker.skill_text)):
+        return False
+    ranker.rebuild_index(find_taxonomy(nlp))
+    return True
+
+
 @Language.factory(
     RANKER,
     assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"],
     default_config={
         "encoder": {"@misc": "esco.transformer_encoder.v1"},
         "skill_text": "preferred",
+        "label_pooling": "max",
+        "scoring": "sentence",
+        "token_temperature": 0.05,
         "top_k": 10,
         "threshold": 0.0,
         "explicit_weight": 0.5,
@@ -242,10 +303,14 @@ def make_skill_ranker(
     name: str,
     encoder: EncoderSettings,
     skill_text: str,
+    label_pooling: str,
+    scoring: str,
+    token_temperature: float,
     top_k: int,
     threshold: float,
     explicit_weight: float,
     min_sentence_chars: int,
 ) -> SkillRanker:
-    return SkillRanker(nlp, name, encoder=encoder, skill_text=skill_text, top_k=top_k, threshold=threshold,
+    return SkillRanker(nlp, name, encoder=encoder, skill_text=skill_text, label_pooling=label_pooling,
+                       scoring=scoring, token_temperature=token_temperature, top_k=top_k, threshold=threshold,
                        explicit_weight=explicit_weight, min_sentence_chars=min_sentence_chars)

@@ -16,14 +16,16 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
 
 from spacy.util import registry
 
 from pipeline.errors import ConfigError
 from pipeline.esco.heldout import skills_by_text, training_texts
 from pipeline.esco.taxonomy import EscoTaxonomy
-from pipeline.constraints import NonNegativeInt, PositiveInt, checked
+from pipeline.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability, checked
 
 SECTION = "training.supervision"
 Split = Literal["train", "dev"]  # the corpus splits that hold matched sentences (build.SPLITS minus "unmatched")
@@ -47,6 +49,7 @@ class SupervisionContext:
     uris: Sequence[str]
     corpus_dir: Optional[Path]
     rng: random.Random
+    ranker: Optional[Any] = None  # the pipeline's SkillRanker before training, for sources that label text
 
     def __post_init__(self) -> None:
         self.position = {uri: i for i, uri in enumerate(self.uris)}
@@ -165,6 +168,93 @@ class OccupationPairs(PairSource):
         return _cap(pairs, self.max_pairs, ctx.rng)
 
 
+class SelfTrainingPairs(PairSource):
+    """(an ad sentence no ESCO label matches, the skill the untrained ranker is sure of): supervision for the
+    implied mentions that literal matching can never label.
+
+    A pseudo-label is kept only when the label view (the ranker's index of ESCO labels) is confident
+    (``min_score``) and unambiguous (``min_margin`` over the runner-up), and a second view agrees: re-ranking
+    the label view's top ``agreement_k`` skills by their ESCO descriptions keeps the same first skill
+    (``agreement_k`` ≤ 1: no second view). Sentences of dev-split ads are never used, so the masked-mention dev
+    signal stays unseen. Frequent pseudo-labels are capped per skill like corpus pairs.
+    """
+
+    name = "self_training"
+
+    @checked(SECTION)
+    def __init__(self, max_sentences: PositiveInt = 20000, min_score: Probability = 0.55,
+                 min_margin: NonNegativeFloat = 0.02, agreement_k: NonNegativeInt = 3,
+                 max_pairs_per_skill: NonNegativeInt = 20, max_pairs: NonNegativeInt = 0,
+                 min_chars: NonNegativeInt = 30):
+        self.max_sentences, self.min_score, self.min_margin = max_sentences, min_score, min_margin
+        self.agreement_k, self.max_pairs_per_skill, self.max_pairs = agreement_k, max_pairs_per_skill, max_pairs
+        self.min_chars = min_chars
+
+    def sentences(self, ctx: SupervisionContext) -> List[str]:
+        """A seeded sample of unmatched sentences from train-split ads."""
+        from pipeline.corpus.build import load_corpus
+
+        if ctx.corpus_dir is None:
+            raise ConfigError(f"[{SECTION}.{self.name}] needs a corpus folder (--corpus / CORPUS_DIR)")
+        data = load_corpus(ctx.corpus_dir)
+        if "unmatched" not in data:
+            raise ConfigError(f"[{SECTION}.{self.name}] the corpus at '{ctx.corpus_dir}' has no 'unmatched' split")
+        dev_ads = set(data["dev"]["ad_id"]) if "dev" in data else set()
+        unmatched = data["unmatched"]
+        order = list(range(len(unmatched)))
+        ctx.rng.shuffle(order)
+        texts: List[str] = []
+        for start in range(0, len(order), 4 * self.max_sentences):  # read in slices: the split is ~200k rows
+            for row in unmatched.select(order[start : start + 4 * self.max_sentences]):
+                if row["ad_id"] not in dev_ads and len(row["text"]) >= self.min_chars:
+                    texts.append(row["text"])
+            if len(texts) >= self.max_sentences:
+                break
+        return list(dict.fromkeys(texts))[: self.max_sentences]
+
+    def label(self, ctx: SupervisionContext, texts: Sequence[str]) -> List[Tuple[str, int]]:
+        """(text, skill index) for the texts whose pseudo-label passes the confidence and agreement checks."""
+        ranker = ctx.ranker
+        if ranker is None or ranker.index is None:
+            raise ConfigError(f"[{SECTION}.{self.name}] needs the pipeline's initialized ranker to label sentences")
+        if list(ranker.index.uris) != list(ctx.uris):
+            raise ConfigError(f"[{SECTION}.{self.name}] the ranker's index does not hold the training skills")
+        labels = ranker.score_texts(texts)  # [S, n_skills]
+        top2 = np.argsort(-labels, axis=1)[:, :2]
+        rows = np.arange(len(texts))
+        best, runner_up = labels[rows, top2[:, 0]], labels[rows, top2[:, 1]]
+        keep = np.flatnonzero((best >= self.min_score) & (best - runner_up >= self.min_margin))
+        if self.agreement_k > 1 and len(keep):
+            keep = keep[self._description_agrees(ctx, [texts[i] for i in keep], labels[keep])]
+        return [(texts[i], int(top2[i, 0])) for i in keep]
+
+    def _description_agrees(self, ctx: SupervisionContext, texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
+        """Whether the description view, re-ranking the label view's top ``agreement_k`` skills of each text,
+        picks the label view's first. Only those candidates' descriptions are embedded."""
+        candidates = np.argsort(-labels, axis=1)[:, : self.agreement_k]  # [S, k], the label view's first in col 0
+        needed = np.unique(candidates)
+        descriptions = [ctx.taxonomy.skills[ctx.uris[i]].description or ctx.taxonomy.skills[ctx.uris[i]].preferred_label
+                        for i in needed]
+        encoder = ctx.ranker.encoder
+        skill_vectors = encoder.encode(descriptions, max_length=64)  # [n_needed, D]
+        row_of = {int(skill): row for row, skill in enumerate(needed)}
+        sentence_vectors = encoder.encode(list(texts))  # [S, D]
+        agrees = np.zeros(len(texts), dtype=bool)
+        for i, row in enumerate(candidates):
+            sims = skill_vectors[[row_of[int(skill)] for skill in row]] @ sentence_vectors[i]  # [k]
+            agrees[i] = int(np.argmax(sims)) == 0
+        return agrees
+
+    def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
+        by_skill: Dict[int, List[TrainingPair]] = defaultdict(list)
+        for text, skill in self.label(ctx, self.sentences(ctx)):
+            by_skill[skill].append(TrainingPair(text, skill, frozenset({skill}), (), self.name))
+        pairs: List[TrainingPair] = []
+        for skill_pairs in by_skill.values():
+            pairs.extend(_cap(skill_pairs, self.max_pairs_per_skill, ctx.rng))
+        return _cap(pairs, self.max_pairs, ctx.rng)
+
+
 # Same constrained hints as the classes: confection checks base types and the split's Literal while resolving,
 # the classes' ``checked`` constructors check the bounds.
 @registry.supervision_sources("esco.corpus_pairs.v1")
@@ -187,6 +277,15 @@ def create_description_pairs(max_pairs: NonNegativeInt = 5000, max_chars: Positi
 @registry.supervision_sources("esco.occupation_pairs.v1")
 def create_occupation_pairs(per_occupation: PositiveInt = 2, max_pairs: NonNegativeInt = 5000) -> PairSource:
     return OccupationPairs(per_occupation, max_pairs)
+
+
+@registry.supervision_sources("esco.self_training_pairs.v1")
+def create_self_training_pairs(max_sentences: PositiveInt = 20000, min_score: Probability = 0.55,
+                               min_margin: NonNegativeFloat = 0.02, agreement_k: NonNegativeInt = 3,
+                               max_pairs_per_skill: NonNegativeInt = 20, max_pairs: NonNegativeInt = 0,
+                               min_chars: NonNegativeInt = 30) -> PairSource:
+    return SelfTrainingPairs(max_sentences, min_score, min_margin, agreement_k, max_pairs_per_skill, max_pairs,
+                             min_chars)
 
 
 def collect_pairs(sources: Dict[str, PairSource], ctx: SupervisionContext) -> Tuple[List[TrainingPair], Dict[str, int]]:
