@@ -13,6 +13,7 @@ from pipeline.evaluation.benchmark import (
     evaluate_benchmark,
     ranking_metrics,
     read_benchmark,
+    recall_by_kind,
     reciprocal_rank,
     rp_at_k,
 )
@@ -237,6 +238,20 @@ def test_matcher_on_tech_validation(matcher_nlp, shared_path, uri_of):
     # The normalizer links the inflected "leading a team" to the gold skill, ranked first.
     assert read_benchmark(path).gold[TEAM] == {"lead a team"}
     assert matcher_nlp(TEAM)._.esco_skills[0].uri == uri_of("lead a team")
+    # The matcher finds only what is written: it recalls literal pairs, never implied ones.
+    assert metrics["n_literal_pairs"] > 0 and metrics["n_implied_pairs"] > metrics["n_literal_pairs"]
+    assert metrics["recall@5/literal"] > 0.5 and metrics["recall@5/implied"] < 0.1
+
+
+def test_recall_by_kind_splits_written_and_implied_gold(taxonomy):
+    sentences = ["Experience with PostgreSQL and Java is essential.", "You will keep the ward's patient files in order."]
+    golds = [{"PostgreSQL", "JavaScript"}, {"patient record storage"}]
+    rankings = [["PostgreSQL", "JavaScript"], ["manage budgets", "patient record storage"]]
+    metrics = recall_by_kind(sentences, rankings, golds, taxonomy, k=1)
+    # PostgreSQL is written; "Java" is not JavaScript; patient record storage is implied.
+    assert metrics["n_literal_pairs"] == 1 and metrics["n_implied_pairs"] == 2
+    assert metrics["recall@1/literal"] == 1.0 and metrics["recall@1/implied"] == 0.0
+    assert recall_by_kind(sentences, rankings, golds, taxonomy, k=2)["recall@2/implied"] == 1.0
 
 
 def test_format_table_shows_each_file_and_rates_in_percent():

@@ -9,11 +9,17 @@ in |gold|, as the definition says) and is reported.
 
 Only the output contract (``doc._.esco_skills``) is read, so the same code scores the literal matcher and the
 trained ranker.
+
+Implied vs literal: a (sentence, gold skill) pair is *literal* when one of the skill's ESCO labels (preferred or
+alternative) is written in the sentence — case-insensitive, on word boundaries, whatever the matcher's label
+policy — and *implied* otherwise. ``recall@5/literal`` and ``recall@5/implied`` are the shares of each kind of
+pair whose skill is in the sentence's top 5: the number the implied-skills work is about.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -126,6 +132,32 @@ def ranked_labels(predictions: Sequence[SkillPrediction], taxonomy: Optional[Esc
     return list(labels)
 
 
+def label_written(sentence: str, labels: Iterable[str]) -> bool:
+    """Whether any label occurs in the sentence as whole words, ignoring case."""
+    text = sentence.lower()
+    return any(re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", text) for label in labels if label)
+
+
+def recall_by_kind(sentences: Sequence[str], rankings: Sequence[Sequence[str]], golds: Sequence[Set[str]],
+                   taxonomy: EscoTaxonomy, k: int = 5) -> Dict[str, float]:
+    """Recall@k over (sentence, gold skill) pairs, split into literal and implied pairs (module docstring)."""
+    by_label = taxonomy.by_preferred_label()
+    hits: Counter = Counter()
+    totals: Counter = Counter()
+    for sentence, ranking, gold in zip(sentences, rankings, golds):
+        top = set(ranking[:k])
+        for label in gold:
+            skill = taxonomy.skills.get(by_label.get(label, ""))
+            labels = [label] + (list(skill.alt_labels) if skill is not None else [])
+            kind = "literal" if label_written(sentence, labels) else "implied"
+            totals[kind] += 1
+            hits[kind] += label in top
+    metrics = {f"recall@{k}/{kind}": hits[kind] / totals[kind] if totals[kind] else 0.0
+               for kind in ("literal", "implied")}
+    metrics.update({f"n_{kind}_pairs": float(totals[kind]) for kind in ("literal", "implied")})
+    return metrics
+
+
 @dataclass
 class BenchmarkResult:
     metrics: Dict[str, float]
@@ -140,6 +172,7 @@ def evaluate_benchmark(nlp: Language, path: Union[str, Path], *, batch_size: int
     rankings = [ranked_labels(doc._.esco_skills or [], taxonomy) for doc in pipe_quietly(nlp, sentences, batch_size)]
     golds = [benchmark.gold[sentence] for sentence in sentences]
     metrics = ranking_metrics(rankings, golds)
+    metrics.update(recall_by_kind(sentences, rankings, golds, taxonomy))
     unknown = Counter(label for gold in golds for label in gold if label not in known)
     metrics.update(
         n_sentences=float(len(sentences)),
