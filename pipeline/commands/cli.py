@@ -119,14 +119,24 @@ def evaluate(
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus folder: adds the masked-mention dev signal."),
     dev_signals: bool = typer.Option(True, "--dev-signals/--no-dev-signals",
                                      help="Score the masked-mention and ESCO paraphrase dev signals (needs a ranker)."),
+    overrides: List[str] = typer.Option([], "--set", help="Pipeline config overrides, e.g. --set "
+                                        "components.esco_skill_ranker.scoring=token (a new skill_text re-embeds "
+                                        "the skills)."),
 ) -> None:
     """RP@5 / RP@10 / MRR on benchmark CSVs and dev signals, span P/R/F1 (seqeval) on span files."""
     from pipeline.components.encoder import quantized_override
     from pipeline.components.pipes import RANKER, load_pipeline
+    from pipeline.components.ranker import sync_index
     from pipeline.evaluation.report import evaluate_files, format_table
+    from pipeline.training.config import parse_overrides
 
     try:
-        nlp = load_pipeline(model, config=quantized_override()) if quantize else load_pipeline(model)
+        config = parse_overrides(overrides)
+        if quantize:
+            config.update(quantized_override())  # spaCy reads nested and dotted overrides alike
+        nlp = load_pipeline(model, config=config)
+        if sync_index(nlp, force=any(".skill_text=" in item for item in overrides)):
+            typer.echo("re-embedded the skills for the overridden skill_text")
         metrics = evaluate_files(nlp, files, corpus_dir=corpus, dev_signals=dev_signals and RANKER in nlp.pipe_names)
     except KNOWN_ERRORS as err:
         _fail(err)
