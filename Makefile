@@ -19,6 +19,8 @@ SAMPLE ?= corpora/fixtures/sample_job_ad.html
 LIMIT ?=
 MODELS ?= $(MODEL_DIR)
 TEST_ARGS ?=
+OUT ?= $(BUILD)/extract-ray
+WORKERS ?= 2
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -55,12 +57,29 @@ train: install
 	$(BIN)/python -m pipeline train $(CONFIG) --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(MODEL_DIR) \
 		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK))
 
+# Fit MODEL_DIR's decider (gate from CORPUS_DIR, decisions and thresholds from BENCHMARK) and write it into
+# MODEL_DIR; also the reliability diagram and the set size per ad over the first ADS ads of JOBADS (ADS=0: skip).
+.PHONY: calibrate
+ADS ?= 1000
+RELIABILITY ?= docs/reliability.svg
+calibrate: install
+	$(BIN)/python -m pipeline calibrate $(MODEL_DIR) --corpus $(CORPUS_DIR) \
+		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK)) --reliability $(RELIABILITY) \
+		$(foreach f,$(JOBADS),--jobads $(f)) --ads $(ADS)
+
 evaluate: install
 	$(BIN)/python -m pipeline evaluate $(MODELS) $(BENCHMARK) $(SPANS) --output $(METRICS) \
 		$(if $(wildcard $(CORPUS_DIR)/manifest.json),--corpus $(CORPUS_DIR))
 
 bench: install
 	$(BIN)/python -m pipeline bench $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(JOBADS)
+
+# Extraction on Ray Data (pip install ".[ray]"): Parquet tables + summary.json in OUT; a rerun resumes.
+# A local Ray with WORKERS CPUs, or the cluster in RAY_ADDRESS.
+.PHONY: extract-ray
+extract-ray: install
+	$(BIN)/python -m pipeline extract $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(JOBADS) \
+		--output $(OUT) --engine ray --num-workers $(WORKERS)
 
 package: install
 	$(BIN)/python -m pipeline package $(MODEL_DIR) --output $(DIST_DIR) --project-dir .

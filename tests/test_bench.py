@@ -2,24 +2,59 @@
 
 from __future__ import annotations
 
+import importlib.util
+
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
-from pipeline.evaluation.bench import run_benchmarks
+from pipeline.evaluation.bench import bench_ads, format_results, installed_extras, run_benchmarks
+
+HAS_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+HAS_RAY = importlib.util.find_spec("ray") is not None
 
 
 def test_bench_times_every_stage_of_the_full_pipeline_on_real_ads(pipeline_dir, shared_path):
     jobads = [shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"]
-    results = run_benchmarks(pipeline_dir, jobads, n_sentences=40, n_ads=4, repeats=2, quantize=True)
-    for key in ("matcher only", "raw encoder (limit)", "ranker only", "full pipeline", "int8 full pipeline"):
+    backend = "onnx-int8" if HAS_ORT else None
+    results = run_benchmarks(pipeline_dir, jobads, n_sentences=40, n_ads=4, repeats=2, quantize=True, backend=backend)
+    keys = ["matcher only", "raw encoder (limit)", "ranker only", "full pipeline", "int8 full pipeline"]
+    keys += ["onnx-int8 encoder", "onnx-int8 full pipeline"] if HAS_ORT else []
+    for key in keys:
         assert results[key]["n"] == 40 and results[key]["min"] <= results[key]["sentences/s"] <= results[key]["max"]
     assert results["full pipeline, whole ads"]["n"] == 4 and results["full pipeline, whole ads"]["ads/s"] > 0
     assert 0 < results["full pipeline"]["share of encoder limit"] < 2
     assert results["peak memory"]["MB"] > 100 and results["load"]["seconds"] > 0
+    if HAS_ORT:  # each fast-path rate is compared with the float rate it replaces
+        fast = results["onnx-int8 full pipeline, whole ads"]
+        assert fast["speed-up vs full pipeline, whole ads"] == pytest.approx(
+            fast["ads/s"] / results["full pipeline, whole ads"]["ads/s"])
+        assert "onnx-int8 full pipeline" in format_results(results, pipeline_dir, 64, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_RAY, reason='Ray is an optional extra: pip install ".[ray]"')
+def test_bench_times_extract_in_one_process_and_on_ray_with_each_worker_count(matcher_dir, shared_path):
+    from pipeline.commands.ray_engine import bench_engines
+
+    ads = bench_ads([shared_path / "jobads" / "nhs_jobs_2020.jsonl.gz"], 12)
+    results = bench_engines(matcher_dir, ads, (1, 2), batch_size=4, repeats=1)
+    for key in ("extract, single process", "extract, Ray Data, 1 worker(s)", "extract, Ray Data, 2 worker(s)"):
+        assert results[key]["n"] == 12 and results[key]["ads/s"] > 0
+    ratio = results["extract, Ray Data, 2 worker(s)"]["x single process"]
+    assert ratio == pytest.approx(results["extract, Ray Data, 2 worker(s)"]["ads/s"]
+                                  / results["extract, single process"]["ads/s"])
+
+
+def test_bench_leaves_out_what_is_not_installed_and_says_so(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else object())
+    backend, engines, notes = installed_extras("onnx-int8", [0, 2])
+    assert engines == [] and notes[-1] == 'Ray engine not timed: Ray is not installed (pip install ".[ray]")'
+    assert backend == ("onnx-int8" if HAS_ORT else None)
 
 
 def test_bench_command_prints_the_table_for_a_matcher_only_pipeline(matcher_dir, shared_path):
     result = CliRunner().invoke(app, ["bench", str(matcher_dir), str(shared_path / "jobads" / "nhs_jobs_2020.jsonl.gz"),
-                                      "--sentences", "30", "--ads", "3", "--repeats", "1"])
+                                      "--sentences", "30", "--ads", "3", "--repeats", "1", "--ray-workers", "0"])
     assert result.exit_code == 0, result.output
     assert "matcher only" in result.output and "raw encoder" not in result.output

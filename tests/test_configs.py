@@ -9,7 +9,7 @@ from spacy.language import Language
 from spacy.util import registry
 
 from pipeline.components.assembly import base_config
-from pipeline.components.pipes import MATCHER, MATCHER_PIPES, RANKER
+from pipeline.components.pipes import ALL_PIPES, BOILERPLATE, MATCHER, MATCHER_PIPES, RANKER
 from pipeline.errors import ConfigError
 from pipeline.components.encoder import DEFAULT_ENCODER
 from pipeline.training.config import pipeline_config, read_config, resolve_training
@@ -30,17 +30,18 @@ def write(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------ the pipeline config
 def test_pipeline_config_is_the_factories_config():
     config = base_config()
-    assert config["nlp"]["pipeline"] == [*MATCHER_PIPES, RANKER]
+    assert config["nlp"]["pipeline"] == list(ALL_PIPES)
     assert config["nlp"]["tokenizer"]["@tokenizers"] == "esco.job_ad_tokenizer.v1"
     ranker_defaults = Language.get_factory_meta(RANKER).default_config
     assert all(config["components"][RANKER][key] == value for key, value in ranker_defaults.items()
                if not isinstance(value, dict))
     assert config["components"][RANKER]["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert config["initialize"]["components"] == {MATCHER: {"esco_path": "${paths.esco}"},
-                                                  RANKER: {"esco_path": "${paths.esco}"}}
+                                                  RANKER: {"esco_path": "${paths.esco}"},
+                                                  BOILERPLATE: {"boilerplate_path": "${paths.boilerplate}"}}
     assert "training" not in config  # spaCy's own [training] defaults would clash with the project's section
     nlp = spacy.util.load_model_from_config(base_config(), auto_fill=True, validate=True)  # no initialize needed
-    assert nlp.pipe_names == [*MATCHER_PIPES, RANKER]
+    assert nlp.pipe_names == list(ALL_PIPES)
 
 
 def test_pipeline_config_without_ranker_and_with_another_encoder():
@@ -151,7 +152,7 @@ max_steps = 3
 @supervision_sources = "esco.alt_label_pairs.v1"
 """)
     config = read_config(full)
-    assert config["nlp"]["pipeline"][-1] == RANKER  # the pipeline still comes from the factories
+    assert config["nlp"]["pipeline"] == list(ALL_PIPES)  # the pipeline still comes from the factories
     settings, sampler, sources = resolve_training(config)
     assert settings.max_steps == 3 and isinstance(sources["alt"], AltLabelPairs)
 

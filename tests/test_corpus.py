@@ -16,6 +16,7 @@ from pipeline.commands.cli import app
 from pipeline.corpus.build import MANIFEST_FILE, SPLITS, CorpusSettings, build_corpus, load_corpus
 from pipeline.corpus.labelling import SentenceFilter, SentenceLabeller
 from pipeline.corpus.storage import SplitSpill, save_dataset, split_features
+from pipeline.io.boilerplate import BOILERPLATE_FILE, line_key, read_boilerplate
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.io.jobads import JobAdInputWarning
 from pipeline.training.readers import READER_NAME, create_distant_supervision_reader
@@ -127,8 +128,8 @@ def test_corpus_manifest_counts_every_stage(fixture_corpus):
     assert counts["repaired_lines"] == {"non-UTF-8 bytes replaced with U+FFFD": 1, "missing id field 'id'": 1}
     assert counts["file_errors"] == {"empty file": 1, "truncated or corrupt gzip": 1}
     assert counts["blank_lines"] == 1
-    assert (counts["boilerplate_lines"], counts["boilerplate_distinct"], counts["boilerplate_kept_with_match"]) \
-        == (2, 1, 1)
+    assert (counts["boilerplate_lines"], counts["boilerplate_distinct"], counts["boilerplate_kept_with_match"],
+            counts["boilerplate_saved"]) == (2, 1, 1, 2)
     assert counts["duplicate_lines"] == 1
     assert (counts["non_english"], counts["too_short"], counts["too_long"]) == (1, 1, 1)
     assert counts["examples"] == counts["sentences_matched"] == len(corpus["train"]) + len(corpus["dev"]) == 7
@@ -140,6 +141,14 @@ def test_corpus_manifest_counts_every_stage(fixture_corpus):
     assert manifest["by_source"]["nhs"]["counts"]["ads_read"] == 4
     assert manifest["by_source"]["tech"]["counts"]["examples"] == 0
     assert json.loads((fixture_corpus["output"] / MANIFEST_FILE).read_text())["counts"] == counts
+
+
+def test_corpus_saves_every_frequent_line_with_its_ads_and_skill_flag(fixture_corpus):
+    """Dropped boilerplate and the frequent line that names a skill (kept in the corpus) are both saved."""
+    rows = read_boilerplate(fixture_corpus["output"] / BOILERPLATE_FILE)
+    expected = [{"key": line_key(text, fold_digits=True), "text": text, "ads": 2, "has_skill": has_skill}
+                for text, has_skill in ((BOILERPLATE, False), (BUDGETS, True))]
+    assert rows == sorted(expected, key=lambda row: row["key"])  # most ads first, then by key
 
 
 def test_bad_input_is_warned_with_file_and_line(fixture_corpus):
@@ -314,4 +323,7 @@ def test_cli_builds_a_corpus_from_200_real_ads(shared_path, esco_path, tmp_path)
         assert all(row["text"][m["start"] : m["end"]].strip() == row["text"][m["start"] : m["end"]]
                    for m in row["mentions"])
     assert manifest["skills"]["skills_covered"] > 100
+    boilerplate = read_boilerplate(output)  # the file is there even when no line is in 20 of 200 ads
+    assert len(boilerplate) == counts["boilerplate_saved"]
+    assert sum(not row["has_skill"] for row in boilerplate) == counts["boilerplate_distinct"]
     assert set(manifest["by_source"]) <= {"linkedin-indeed-ca-2018", "google-careers", "adzuna-uk", "glassdoor-ds"}

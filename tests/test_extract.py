@@ -6,13 +6,16 @@ import csv
 import gzip
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
-from pipeline.commands.extract import CSV_COLUMNS, extract_file
+from pipeline.commands.extract import CSV_COLUMNS, csv_rows, doc_to_record, extract_file, format_ad_table
+from pipeline.components.boilerplate import BoilerplateFilter
+from pipeline.components.predictions import Evidence, SkillPrediction, set_decisions, set_predictions
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.errors import ModelNotFoundError
 from pipeline.io.jobads import JobAdInputWarning
@@ -22,6 +25,9 @@ SAMPLE_AD = ROOT / "corpora" / "fixtures" / "sample_job_ad.html"
 AD = "We need someone to manage budgets. Python experience is a plus."
 OTHER_AD = "<p>Strong communication skills &amp; a degree in computer science.</p>"
 GERMAN_AD = "Wir suchen eine engagierte Pflegekraft für unser Team in der Klinik mit Erfahrung im Dienst."
+# Two sentences asking for skills, a benefits section, and a heading.
+SECTIONED_AD = ("Main duties\nYou will manage budgets for the ward.\nKeep patient files in order.\n"
+                "What we offer:\nFree training in project management.\nA generous pension.")
 
 
 def write_jsonl(path: Path, lines) -> Path:
@@ -87,17 +93,35 @@ def test_extract_writes_one_json_line_per_ad(tmp_path, matcher_nlp, uri_of):
     (skill,) = sentence["skills"]
     assert skill["uri"] == uri_of("manage budgets") and skill["explicit"] is True
     assert skill["spans"] == [{"start_char": 19, "end_char": 33, "text": "manage budgets"}]
+    assert skill["evidence"] == skill["spans"]  # a literal match's evidence is its mention
+    assert "probability" not in skill  # no decider gave one
+    assert sentence["ranking"] == sentence["skills"] and sentence["no_skill_reason"] is None  # matcher only
+    assert first["ranking"] == first["skills"]
     assert {s["label"] for s in records[1]["skills"]} == {"communication", "computer science"}
 
 
-def test_extract_writes_top_k_rows_per_ad_to_csv(tmp_path, matcher_nlp):
+def test_extract_writes_the_set_to_csv_and_every_ranked_row_with_ranking(tmp_path, pipeline_nlp, uri_of):
     path = write_jsonl(tmp_path / "ads.jsonl", [{"id": "a1", "description": AD}, {"id": "a2", "description": OTHER_AD}])
-    csv_path = tmp_path / "skills.csv"
-    extract_file(matcher_nlp, path, tmp_path / "skills.jsonl", csv_path=csv_path, top_k=1)
-    rows = list(csv.reader(csv_path.open()))
-    assert tuple(rows[0]) == CSV_COLUMNS
-    assert [row[0] for row in rows[1:]] == ["a1", "a2"]
-    assert all(row[4] == "True" and 0 < float(row[3]) <= 1 for row in rows[1:])
+    set_csv, ranking_csv, output = tmp_path / "set.csv", tmp_path / "ranking.csv", tmp_path / "skills.jsonl"
+    extract_file(pipeline_nlp, path, output, csv_path=set_csv)
+    extract_file(pipeline_nlp, path, tmp_path / "again.jsonl", csv_path=ranking_csv, ranking=True)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    set_rows, ranked_rows = list(csv.reader(set_csv.open())), list(csv.reader(ranking_csv.open()))
+    assert tuple(set_rows[0]) == tuple(ranked_rows[0]) == CSV_COLUMNS
+    assert [row[1] for row in set_rows[1:]] == [s["uri"] for r in records for s in r["skills"]]
+    assert [row[1] for row in ranked_rows[1:]] == [s["uri"] for r in records for s in r["ranking"]]
+    assert len(ranked_rows) > len(set_rows) > 1  # the ranker's implied skills are ranked, not (uncalibrated) decided
+    budgets = next(row for row in set_rows if row[1] == uri_of("manage budgets"))
+    assert budgets[0] == "a1" and budgets[4] == "True" and budgets[6] == "manage budgets"  # evidence: the mention
+
+
+def test_csv_rows_carry_probability_and_evidence_of_a_decided_set(matcher_nlp, uri_of):
+    doc = with_implied(matcher_nlp(AD), 0, uri_of("financial management"), "financial management", "budgets", 0.81)
+    record = doc_to_record(doc, "a1")
+    rows = {row[1]: row for row in csv_rows(record)}
+    assert rows[uri_of("financial management")][3:] == (0.42, False, 0.81, "budgets")
+    assert rows[uri_of("manage budgets")][5:] == (0.97, "manage budgets")
+    assert rows[uri_of("Python (computer programming)")][5:] == ("", "Python")  # literal, undecided sentence
 
 
 def test_extract_without_output_writes_jsonl_to_the_stream(tmp_path, matcher_nlp):
@@ -109,16 +133,50 @@ def test_extract_without_output_writes_jsonl_to_the_stream(tmp_path, matcher_nlp
     assert record["id"] == "ad.txt" and len(record["skills"]) == 2
 
 
-def test_extract_table_shows_label_uri_kind_and_mention(tmp_path, matcher_nlp, uri_of):
+def test_extract_table_shows_label_uri_and_the_sentence_asking(tmp_path, matcher_nlp, uri_of):
     path = tmp_path / "ad.txt"
     path.write_text("You managed budgets for five years.")
     stream = io.StringIO()
     extract_file(matcher_nlp, path, print_table=True, stream=stream)
     table = stream.getvalue()
-    assert "ad ad.txt: 1 skill(s)" in table
+    assert "ad ad.txt: 1 skill(s) asked for (1 explicit, 0 implied)" in table
     row = next(line for line in table.splitlines() if uri_of("manage budgets") in line)
-    assert "manage budgets" in row and "explicit" in row and "managed budgets" in row
+    assert "manage budgets" in row and '"You managed budgets for five years."' in row
+    assert "sentences: 1, asking for no skill: 0" in table
     assert "{" not in table  # no JSONL on the stream when a table is asked for
+
+
+def test_table_summary_splits_explicit_and_implied_and_counts_skipped_sentences(matcher_nlp, uri_of):
+    doc = BoilerplateFilter(matcher_nlp)(matcher_nlp(SECTIONED_AD))  # the filter without shipped lines
+    doc = with_implied(doc, 2, uri_of("patient record storage"), "patient record storage", "patient files", 0.66)
+    table = format_ad_table(doc_to_record(doc, "ad1"))
+    assert "ad ad1: 2 skill(s) asked for (1 explicit, 1 implied)" in table
+    explicit, implied = table.index("Explicit (named in the ad): 1"), table.index("Implied: 1")
+    budgets, records = table.index(uri_of("manage budgets")), table.index(uri_of("patient record storage"))
+    assert explicit < budgets < implied < records
+    row = next(line for line in table.splitlines() if uri_of("patient record storage") in line)
+    assert " 0.66 " in row and '"Keep patient files in order."' in row
+    assert uri_of("project management") not in table  # named, but in the benefits section
+    assert "sentences: 6, asking for no skill: 4 (section:benefits 3, heading 1)" in table
+
+
+def test_table_of_an_ad_asking_for_nothing(matcher_nlp):
+    doc = BoilerplateFilter(matcher_nlp)(matcher_nlp("About us\nWe are a great company.\nBenefits\nA pension."))
+    table = format_ad_table(doc_to_record(doc, "ad1"))
+    assert "ad ad1: 0 skill(s) asked for" in table and "(no ESCO skill asked for)" in table
+    assert "asking for no skill: 4 (section:about_us 2, section:benefits 2)" in table
+
+
+def test_extract_writes_an_html_page_of_every_ad(tmp_path, matcher_nlp):
+    path = write_jsonl(tmp_path / "ads.jsonl", [{"id": "a1", "description": AD},
+                                                 {"id": "a<2>", "description": OTHER_AD}])
+    html_path = tmp_path / "ads.html"
+    stream = io.StringIO()
+    extract_file(matcher_nlp, path, html_path=html_path, stream=stream)
+    html = html_path.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert html.index("<h2>ad a1</h2>") < html.index("<h2>ad a&lt;2&gt;</h2>")
+    assert "<mark>manage budgets</mark>" in html and stream.getvalue() == ""  # no JSONL on the stream either
 
 
 def test_extract_flags_non_english_ads_once(tmp_path, matcher_nlp):
@@ -206,14 +264,39 @@ def test_cli_extract_reports_a_missing_input(matcher_dir, tmp_path):
     assert "missing.jsonl' not found" in result.output
 
 
-def test_extract_with_the_ranker_keeps_the_shape_and_adds_implicit_skills(tmp_path, pipeline_nlp, uri_of):
+def test_extract_with_the_ranker_ranks_implied_skills_and_decides_the_set(tmp_path, pipeline_nlp, uri_of):
     path = tmp_path / "ad.txt"
-    path.write_text(AD)
+    path.write_text(SECTIONED_AD)
     output = tmp_path / "out.jsonl"
     extract_file(pipeline_nlp, path, output)
     record = json.loads(output.read_text())
-    explicit = [s for s in record["skills"] if s["explicit"]]
-    implicit = [s for s in record["skills"] if not s["explicit"]]
-    assert {s["uri"] for s in explicit} == {uri_of("manage budgets"), uri_of("Python (computer programming)")}
+    implicit = [s for s in record["ranking"] if not s["explicit"]]
     assert implicit and all(s["spans"] == [] and 0 <= s["score"] <= 1 for s in implicit)
-    assert all(any(not s["explicit"] for s in sentence["skills"]) for sentence in record["sentences"])
+    # The assembled pipeline's decider is uncalibrated: it commits the literal matches of the sentences asking.
+    assert {s["uri"] for s in record["skills"]} == {uri_of("manage budgets")}
+    reasons = {s["text"].strip(): s["no_skill_reason"] for s in record["sentences"]}
+    assert reasons == {"Main duties": "heading", "You will manage budgets for the ward.": None,
+                       "Keep patient files in order.": None, "What we offer:": "section:benefits",
+                       "Free training in project management.": "section:benefits",
+                       "A generous pension.": "section:benefits"}
+    for sentence in record["sentences"]:
+        ranked_implicit = [s for s in sentence["ranking"] if not s["explicit"]]
+        assert bool(ranked_implicit) == (sentence["no_skill_reason"] is None)  # skipped sentences are not ranked
+        assert sentence["no_skill_reason"] is None or sentence["skills"] == []
+
+
+def with_implied(doc, sentence: int, uri: str, label: str, words: str, probability: float):
+    """What a ranker and a decider write through the contract: ``label`` ranked in the sentence, then decided
+    with ``words`` as evidence; the sentence's literal matches are decided too (probability 0.97)."""
+    sent = [s for s in doc.sents if s.text.strip()][sentence]
+    ranking = dict(doc._.esco_sentence_skills)
+    implied = SkillPrediction(uri, label, 0.42, explicit=False)
+    ranking[sent.start] = list(ranking.get(sent.start, [])) + [implied]
+    set_predictions(doc, ranking)
+    start = doc.text.index(words, sent.start_char)
+    decided = replace(implied, probability=probability, evidence=[Evidence(start, start + len(words), words)])
+    decisions = {int(k): ([], v) for k, v in (doc._.esco_skipped or {}).items()}
+    literal = [replace(p, probability=0.97) for p in ranking[sent.start] if p.explicit]
+    decisions[sent.start] = (literal + [decided], None)
+    set_decisions(doc, decisions)
+    return doc

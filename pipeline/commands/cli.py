@@ -43,25 +43,59 @@ def assemble(
 @app.command()
 def extract(
     model: Path = typer.Argument(..., help="Pipeline folder or installed package name."),
-    input: Path = typer.Argument(..., help="A folder, .jsonl/.ndjson/.json (JSON Lines), or .txt/.html/.htm (one ad "
-                                           "per file, or per line with --lines); any of them gzipped."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output, one line per ad."),
-    csv_output: Optional[Path] = typer.Option(None, "--csv", help="Also write (ad, uri, label, score, explicit) CSV."),
+    inputs: List[Path] = typer.Argument(..., help="A folder, .jsonl/.ndjson/.json (JSON Lines), or .txt/.html/.htm "
+                                                  "(one ad per file, or per line with --lines); any of them gzipped. "
+                                                  "--engine ray: several, and .parquet too."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output, one line per ad (--engine "
+                                                                       "ray: the Parquet folder)."),
+    csv_output: Optional[Path] = typer.Option(None, "--csv", help="Also write a CSV of each ad's skill set (ad, uri, "
+                                              "label, score, explicit, probability, evidence)."),
+    ranking: bool = typer.Option(False, "--ranking", help="CSV: every ranked skill instead of the set."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML page with every ad's displaCy view."),
     text_field: str = typer.Option("description", help="JSONL field holding the ad text."),
     id_field: str = typer.Option("id", help="JSONL field holding the ad id."),
     lines: bool = typer.Option(False, "--lines", help="Treat each line of a .txt file as one ad."),
-    top_k: int = typer.Option(10, help="Skills per ad in the table / CSV."),
-    table: bool = typer.Option(False, "--table", help="Print a table of each ad's skills."),
+    top_k: int = typer.Option(10, help="Skills of each kind per ad in the table, per list in the HTML."),
+    table: bool = typer.Option(False, "--table", help="Print a summary of each ad's skills (explicit / implied)."),
     batch_size: int = typer.Option(32),
     n_process: int = typer.Option(1),
+    engine: str = typer.Option("single", "--engine", help="single (this process) or ray (Ray Data, Parquet out; "
+                                                          "pip install \".[ray]\")."),
+    num_workers: int = typer.Option(2, "--num-workers", help="--engine ray: actors, each loads the pipeline once."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the Ray cluster to join (default "
+                                                                  "RAY_ADDRESS, else a local Ray)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Encoder backend: torch or onnx-int8 (pip install "
+                                                                  "\".[fast]\")."),
 ) -> None:
     """Find the ESCO skills in job ads."""
     from pipeline.commands.extract import extract_file
+    from pipeline.components.encoder import backend_override
 
+    config = backend_override(backend) if backend else {}
+    if engine != "single":
+        from pipeline.commands.ray_engine import run_ray_command
+
+        try:
+            result = run_ray_command(model, inputs, output, engine=engine, num_workers=num_workers,
+                                     batch_size=batch_size, address=address, config=config, text_field=text_field,
+                                     id_field=id_field, lines=lines, single_only={"--csv": csv_output, "--html": html,
+                                     "--table": table, "--ranking": ranking, "--n-process": n_process != 1})
+        except KNOWN_ERRORS as err:
+            _fail(err)
+        typer.echo(result.describe(), err=True)
+        return
+    if len(inputs) != 1:
+        _fail(ValueError(f"the single engine reads one input (a file or a folder), got {len(inputs)}; --engine ray "
+                         "reads many"))
+    input = inputs[0]
     try:
-        summary = extract_file(model, input, output, csv_path=csv_output, text_field=text_field, id_field=id_field,
-                               lines=lines, top_k=top_k, print_table=table, batch_size=batch_size,
-                               n_process=n_process)
+        if config:
+            from pipeline.components.pipes import load_pipeline
+
+            model = load_pipeline(model, config=config)
+        summary = extract_file(model, input, output, csv_path=csv_output, html_path=html, ranking=ranking,
+                               text_field=text_field, id_field=id_field, lines=lines, top_k=top_k, print_table=table,
+                               batch_size=batch_size, n_process=n_process)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(summary.describe(), err=True)
@@ -111,6 +145,27 @@ def train(
 
 
 @app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="Pipeline folder; the calibration is written into it."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus folder: the gate's skill sentences and "
+                                                                 "its boilerplate.jsonl (non-skill lines)."),
+    validation: List[Path] = typer.Option(..., "--validation", help="Benchmark CSVs: the skill decisions."),
+    reliability: Optional[Path] = typer.Option(None, "--reliability", help="Write the reliability diagram (SVG)."),
+    jobads: List[Path] = typer.Option([], "--jobads", help="Also measure the set size per ad on these ads (slow)."),
+    ads: int = typer.Option(1000, "--ads", help="How many ads of --jobads (the first, spread over the files)."),
+) -> None:
+    """Fit the decider (gate, explicit and implied decisions, thresholds) and write it into MODEL."""
+    from pipeline.evaluation.calibration import calibrate as run_calibration, format_report
+
+    try:
+        result = run_calibration(model, corpus, validation, reliability_path=reliability, jobads=jobads, n_ads=ads)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(format_report(result.report))
+    typer.echo(f"wrote the calibration into {model}" + (f"; diagram: {reliability}" if reliability else ""))
+
+
+@app.command()
 def evaluate(
     model: Path = typer.Argument(..., help="Pipeline folder."),
     files: List[Path] = typer.Argument(..., help="Benchmark CSVs and/or span JSONL files (recognised by content)."),
@@ -155,16 +210,26 @@ def bench(
     batch_size: int = typer.Option(64),
     repeats: int = typer.Option(3),
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also time the int8 encoder path."),
+    backend: str = typer.Option("onnx-int8", "--backend", help="Also time this encoder backend ('' to skip)."),
+    ray_workers: List[int] = typer.Option([1, 2], "--ray-workers", help="Also time extract on Ray Data with these "
+                                                                        "worker counts (0 to skip)."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
-    from pipeline.evaluation.bench import format_results, run_benchmarks
+    from pipeline.evaluation.bench import bench_ads, format_results, installed_extras, run_benchmarks
 
+    backend, ray_workers, notes = installed_extras(backend or None, ray_workers)
     try:
         results = run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size,
-                                 repeats=repeats, quantize=quantize)
+                                 repeats=repeats, quantize=quantize, backend=backend)
+        if ray_workers:
+            from pipeline.commands.ray_engine import bench_engines
+
+            results.update(bench_engines(model, bench_ads(jobads, ads), ray_workers, batch_size, repeats))
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(format_results(results, model, batch_size, repeats))
+    for note in notes:
+        typer.echo(note)
 
 
 @app.command()

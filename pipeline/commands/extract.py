@@ -1,4 +1,4 @@
-"""Run a pipeline over job-ad files: JSONL out (one line per ad), optional CSV and a printed table.
+"""Run a pipeline over job-ad files: JSONL out (one line per ad), optional CSV, HTML and a printed table.
 
 Inputs are read by ``pipeline.io.jobads`` (the corpus builder's reader too): text or HTML files (one ad, or one
 ad per line with ``lines=True``), JSON Lines (``.jsonl``, ``.ndjson``, ``.json``, gzipped or not) with
@@ -8,13 +8,28 @@ configurable text and id fields, or a folder of them. A malformed line is skippe
 Output, one JSON object per ad::
 
     {"id": ..., "is_english": true, "truncated_chars": 0,
-     "skills": [SkillPrediction.to_dict(), ...],                 # every ad-level prediction, best first
-     "sentences": [{"text", "start_char", "end_char", "skills": [...]}, ...]}
+     "skills": [SkillPrediction.to_dict(), ...],     # the decided set: what the ad asks for, best first
+     "ranking": [SkillPrediction.to_dict(), ...],    # every ranked prediction of the ad, best first
+     "sentences": [{"text", "start_char", "end_char",
+                    "skills": [...],                 # the sentence's decided set
+                    "ranking": [...],                # the sentence's ranking
+                    "no_skill_reason": str | null}, ...]}
+
+A prediction is ``{"uri", "label", "score", "explicit", "spans": [{"start_char", "end_char", "text"}],
+"evidence": [{"start_char", "end_char", "text"}], "probability"}``: ``probability`` (calibrated) is there for set
+members a decider decided, ``evidence`` holds the words that support the prediction (the mention of a literal
+one). ``no_skill_reason`` says why a sentence's set is empty when something decided so: ``"boilerplate"``,
+``"section:<name>"``, ``"heading"`` (the boilerplate filter), ``"no_skill"`` (the decider's gate); ``null``
+otherwise. Without a decider the set holds the literal matches of sentences no filter skipped.
 
 Offsets refer to ``doc.text``, the cleaned ad (HTML stripped, entities decoded), not to the raw input;
 ``truncated_chars`` > 0 when the ad was longer than the tokenizer's cap and its tail was not read.
-Only the output contract (``doc._.esco_skills``, ``sent._.esco_skills``) is read, so the matcher-only and the
-full pipeline give the same shape.
+Only the output contract (``doc._.esco_skill_set``, ``doc._.esco_skills`` and their sentence versions) is read,
+so the matcher-only and the full pipeline give the same shape.
+
+The CSV holds the set, one row per (ad, skill): ``ad_id, uri, label, score, explicit, probability, evidence``
+(evidence words joined by `` | ``); ``ranking=True`` writes every ranked row instead. The table (``--table``) is
+an ad-level summary of the set; ``html_path`` writes the displaCy view of every ad (``commands.render``).
 """
 
 from __future__ import annotations
@@ -25,8 +40,9 @@ import json
 import sys
 import warnings
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, TextIO, Tuple, Union
 
@@ -35,33 +51,40 @@ from spacy.tokens import Doc, Span
 from tqdm import tqdm
 from wasabi import table
 
+from pipeline.commands.render import PAGE, render_ad, sentences_of
 from pipeline.components.pipes import load_pipeline
 from pipeline.components.predictions import SkillPrediction
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.errors import ConfigError
 from pipeline.io.jobads import AdFormat, JobAd, ReadReport, iter_ads, resolve_inputs
 
-CSV_COLUMNS = ("ad_id", "uri", "label", "score", "explicit")
+CSV_COLUMNS = ("ad_id", "uri", "label", "score", "explicit", "probability", "evidence")
+SENTENCE_CLIP = 60  # characters of a sentence shown in the table
+SENTENCES_SHOWN = 2  # sentences shown per skill in the table
 
 PathLike = Union[str, Path]
 
 
 # ---------------------------------------------------------------------------------------------- docs → records
 def doc_to_record(doc: Doc, ad_id: str) -> Dict[str, Any]:
-    """The JSON-able result for one ad (what a JSONL line holds)."""
+    """The JSON-able result for one ad (what a JSONL line holds; see the module docstring)."""
     return {
         "id": ad_id,
         "is_english": doc._.is_english if doc.has_extension("is_english") else None,
         "truncated_chars": truncated_chars(doc),
-        "skills": [pred.to_dict() for pred in _predictions(doc)],
+        "skills": [pred.to_dict() for pred in _contract(doc, "esco_skill_set")],
+        "ranking": [pred.to_dict() for pred in _contract(doc, "esco_skills")],
         "sentences": [
             {
                 "text": sent.text,
                 "start_char": sent.start_char,
                 "end_char": sent.end_char,
-                "skills": [pred.to_dict() for pred in (sent._.esco_skills or [])],
+                "skills": [pred.to_dict() for pred in _contract(sent, "esco_skill_set")],
+                "ranking": [pred.to_dict() for pred in _contract(sent, "esco_skills")],
+                "no_skill_reason": sent._.esco_no_skill_reason if sent.has_extension("esco_no_skill_reason")
+                else None,
             }
-            for sent in _sentences(doc)
+            for sent in sentences_of(doc)
         ],
     }
 
@@ -71,49 +94,88 @@ def truncated_chars(doc: Doc) -> int:
     return int(doc._.truncated_chars or 0) if doc.has_extension("truncated_chars") else 0
 
 
-def _predictions(doc: Doc) -> List[SkillPrediction]:
-    return list(doc._.esco_skills or []) if doc.has_extension("esco_skills") else []
+def _contract(item: Union[Doc, Span], extension: str) -> List[SkillPrediction]:
+    """The predictions under ``extension`` of a doc or a span; none when no component registered it."""
+    return list(item._.get(extension) or []) if item.has_extension(extension) else []
 
 
-def _sentences(doc: Doc) -> Iterator[Span]:
-    sentences = doc.sents if doc.has_annotation("SENT_START") else [doc[:]]
-    return (sent for sent in sentences if sent.text.strip())
+def pipe_docs(nlp: Language, ads: Iterable[JobAd], *, batch_size: int = 32,
+              n_process: int = 1) -> Iterator[Tuple[Doc, str]]:
+    """(doc, ad id) per ad, in order; ``n_process`` > 1 runs spaCy's own worker processes (predictions live in
+    ``doc.user_data`` as plain lists, so docs survive the trip back)."""
+    pairs = ((ad.text, ad.id) for ad in ads)
+    yield from nlp.pipe(pairs, as_tuples=True, batch_size=batch_size, n_process=n_process)
 
 
 def pipe_records(nlp: Language, ads: Iterable[JobAd], *, batch_size: int = 32,
                  n_process: int = 1) -> Iterator[Dict[str, Any]]:
-    """One record per ad, in order; ``n_process`` > 1 runs spaCy's own worker processes (predictions live in
-    ``doc.user_data`` as plain lists, so docs survive the trip back)."""
-    pairs = ((ad.text, ad.id) for ad in ads)
-    for doc, ad_id in nlp.pipe(pairs, as_tuples=True, batch_size=batch_size, n_process=n_process):
+    """One record per ad, in order (see :func:`pipe_docs`)."""
+    for doc, ad_id in pipe_docs(nlp, ads, batch_size=batch_size, n_process=n_process):
         yield doc_to_record(doc, ad_id)
 
 
-# ---------------------------------------------------------------------------------------------- output
+# ---------------------------------------------------------------------------------------------- the table
 def format_ad_table(record: Dict[str, Any], top_k: int = 10) -> str:
-    """A readable table of one ad's top_k skills: label, explicit/implicit, score, mention, ESCO URI."""
-    skills = record["skills"][:top_k]
-    title = f"ad {record['id']}: {len(record['skills'])} skill(s)"
-    if len(record["skills"]) > top_k:
-        title += f", top {top_k} shown"
+    """An ad-level summary of one record: the skills the ad asks for (its set), explicit and implied apart, each
+    with its probability and the sentences that ask for it; then the sentences that ask for none, by reason."""
+    skills = record["skills"]
+    explicit = [skill for skill in skills if skill["explicit"]]
+    implied = [skill for skill in skills if not skill["explicit"]]
+    title = f"ad {record['id']}: {len(skills)} skill(s) asked for ({len(explicit)} explicit, {len(implied)} implied)"
     if record.get("is_english") is False:
         title += " (does not look like English)"
+    parts = [title]
     if not skills:
-        return f"{title}\n  (no ESCO skill found)"
+        parts.append("  (no ESCO skill asked for)")
+    for name, group in (("Explicit (named in the ad)", explicit), ("Implied", implied)):
+        if group:
+            parts.append(_skill_table(name, group, _asking_sentences(record), top_k))
+    parts.append(_reasons_line(record))
+    return "\n".join(parts)
+
+
+def _skill_table(name: str, skills: List[Dict[str, Any]], asking: Dict[str, List[str]], top_k: int) -> str:
+    title = f"{name}: {len(skills)}" + (f", top {top_k} shown" if len(skills) > top_k else "")
     rows = [
         (
             str(rank),
-            _clip(skill["label"], 50),
-            "explicit" if skill["explicit"] else "implicit",
-            f"{skill['score']:.3f}",
-            _clip(" | ".join(dict.fromkeys(span["text"] for span in skill["spans"])) or "-", 40),
+            _clip(skill["label"], 45),
+            _probability(skill),
+            _sentence_cell(asking.get(skill["uri"], [])),
             skill["uri"],
         )
-        for rank, skill in enumerate(skills, start=1)
+        for rank, skill in enumerate(skills[:top_k], start=1)
     ]
-    header = ("#", "ESCO skill", "kind", "score", "mention", "ESCO URI")
-    return title + "\n" + table(rows, header=header, divider=True, aligns=("r", "l", "l", "r", "l", "l"),
-                                max_col=100)
+    header = ("#", "ESCO skill", "prob.", "asked for in", "ESCO URI")
+    return title + "\n" + table(rows, header=header, divider=True, aligns=("r", "l", "r", "l", "l"), max_col=100)
+
+
+def _asking_sentences(record: Dict[str, Any]) -> Dict[str, List[str]]:
+    """URI → the texts of the sentences whose set holds it, in order."""
+    asking: Dict[str, List[str]] = {}
+    for sentence in record["sentences"]:
+        for skill in sentence["skills"]:
+            asking.setdefault(skill["uri"], []).append(sentence["text"])
+    return asking
+
+
+def _sentence_cell(texts: List[str]) -> str:
+    if not texts:
+        return "-"
+    cell = " | ".join(f'"{_clip(text, SENTENCE_CLIP)}"' for text in texts[:SENTENCES_SHOWN])
+    return cell + (f" (+{len(texts) - SENTENCES_SHOWN} more)" if len(texts) > SENTENCES_SHOWN else "")
+
+
+def _probability(skill: Dict[str, Any]) -> str:
+    """The calibrated probability; "-" for a member no decider gave one (a literal match without a decider)."""
+    return f"{skill['probability']:.2f}" if skill.get("probability") is not None else "-"
+
+
+def _reasons_line(record: Dict[str, Any]) -> str:
+    reasons = Counter(s["no_skill_reason"] for s in record["sentences"] if s.get("no_skill_reason"))
+    described = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    line = f"sentences: {len(record['sentences'])}, asking for no skill: {sum(reasons.values())}"
+    return line + (f" ({described})" if described else "")
 
 
 def _clip(text: str, width: int) -> str:
@@ -121,11 +183,16 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def csv_rows(record: Dict[str, Any], top_k: int) -> Iterator[Tuple[str, str, str, float, bool]]:
-    for skill in record["skills"][:top_k]:
-        yield record["id"], skill["uri"], skill["label"], skill["score"], skill["explicit"]
+# ---------------------------------------------------------------------------------------------- CSV
+def csv_rows(record: Dict[str, Any], ranking: bool = False) -> Iterator[Tuple[str, str, str, float, bool, Any, str]]:
+    """The ad's set (every ranked prediction with ``ranking``) as CSV rows of ``CSV_COLUMNS``."""
+    for skill in record["ranking" if ranking else "skills"]:
+        evidence = " | ".join(dict.fromkeys(e["text"] for e in skill.get("evidence", [])))
+        yield (record["id"], skill["uri"], skill["label"], skill["score"], skill["explicit"],
+               skill.get("probability", ""), evidence)
 
 
+# ---------------------------------------------------------------------------------------------- files
 @contextmanager
 def _open_output(path: Optional[PathLike], fallback: Optional[TextIO]) -> Iterator[Optional[TextIO]]:
     if path is None:
@@ -139,6 +206,22 @@ def _open_output(path: Optional[PathLike], fallback: Optional[TextIO]) -> Iterat
     else:
         with open(path, "w", encoding="utf-8", newline="") as handle:
             yield handle
+
+
+class HtmlWriter:
+    """One standalone page with every ad's displaCy view (``render_ad``), written as the ads come."""
+
+    def __init__(self, handle: TextIO, top_k: int):
+        self.handle, self.top_k = handle, top_k
+        head, self.tail = PAGE.split("{content}")
+        handle.write(head)
+
+    def write(self, doc: Doc, ad_id: str) -> None:
+        self.handle.write(f'<section class="esco-ad-page"><h2>ad {escape(ad_id)}</h2>\n'
+                          f"{render_ad(doc, self.top_k)}\n</section>\n")
+
+    def close(self) -> None:
+        self.handle.write(self.tail)
 
 
 @dataclass
@@ -155,12 +238,17 @@ class ExtractSummary:
     skipped: Dict[str, int] = field(default_factory=dict)
     repaired: Dict[str, int] = field(default_factory=dict)
     file_errors: Dict[str, int] = field(default_factory=dict)
+    no_skill_sentences: Dict[str, int] = field(default_factory=dict)  # sentences with an empty set, by reason
 
     def add_record(self, record: Dict[str, Any]) -> None:
         self.n_ads += 1
         self.n_non_english += record["is_english"] is False
         self.n_truncated += record.get("truncated_chars", 0) > 0
         self.n_with_skills += bool(record["skills"])
+        for sentence in record.get("sentences", []):
+            reason = sentence.get("no_skill_reason")
+            if reason:
+                self.no_skill_sentences[reason] = self.no_skill_sentences.get(reason, 0) + 1
 
     def add_report(self, report: ReadReport) -> None:
         """The reader's counts by reason (rejected lines are the skipped ones)."""
@@ -175,7 +263,20 @@ class ExtractSummary:
         """One line with every count, for a log or the terminal."""
         return (f"{self.n_ads:,} ad(s), {self.n_with_skills:,} with skills; {self.n_skipped:,} line(s) skipped, "
                 f"{self.n_repaired:,} repaired, {self.n_file_errors:,} file error(s); {self.n_non_english:,} not "
-                f"English; {self.n_truncated:,} truncated")
+                f"English; {self.n_truncated:,} truncated; {sum(self.no_skill_sentences.values()):,} sentence(s) "
+                "asking for no skill")
+
+
+@dataclass
+class Outputs:
+    """Where records go: JSONL, CSV (the set, or every ranked row), HTML, a table per ad."""
+
+    output: Optional[PathLike] = None
+    csv_path: Optional[PathLike] = None
+    html_path: Optional[PathLike] = None
+    ranking: bool = False
+    print_table: bool = False
+    top_k: int = 10
 
 
 def extract_file(
@@ -184,6 +285,8 @@ def extract_file(
     output: Optional[PathLike] = None,
     *,
     csv_path: Optional[PathLike] = None,
+    html_path: Optional[PathLike] = None,
+    ranking: bool = False,
     text_field: str = "description",
     id_field: str = "id",
     lines: bool = False,
@@ -195,8 +298,9 @@ def extract_file(
 ) -> ExtractSummary:
     """Find the ESCO skills of every ad in `input` (a job-ad file or a folder of them).
 
-    Writes JSONL to `output` (to `stream`, default stdout, when there is no output and no table), the top_k
-    skills per ad to `csv_path`, and with `print_table` a table per ad to `stream`. `model` is a pipeline
+    Writes JSONL to `output` (to `stream`, default stdout, when there is no output, no table and no HTML), each
+    ad's set to `csv_path` (every ranked row with `ranking`), the displaCy view of every ad to `html_path`, and
+    with `print_table` a summary per ad (at most `top_k` skills of each kind) to `stream`. `model` is a pipeline
     folder, an installed package name or a loaded Language; `n_process` > 1 uses spaCy's worker processes.
     """
     _check_options(top_k, batch_size, n_process)
@@ -206,13 +310,13 @@ def extract_file(
     nlp = load_pipeline(model)
     report = ReadReport()
     summary = ExtractSummary()
+    outputs = Outputs(output, csv_path, html_path, ranking, print_table, top_k)
     with warnings.catch_warnings():
         # Per-ad warnings become one line of the summary (each record carries is_english / truncated_chars).
         warnings.simplefilter("ignore", NonEnglishWarning)
         warnings.simplefilter("ignore", LongDocumentWarning)
-        records = pipe_records(nlp, iter_ads(files, ad_format, report), batch_size=batch_size, n_process=n_process)
-        _write_records(records, summary, Path(input).name, output, csv_path, top_k, print_table,
-                       stream if stream is not None else sys.stdout)
+        docs = pipe_docs(nlp, iter_ads(files, ad_format, report), batch_size=batch_size, n_process=n_process)
+        _write_docs(docs, summary, Path(input).name, outputs, stream if stream is not None else sys.stdout)
     summary.add_report(report)
     _warn_summary(Path(input), summary)
     return summary
@@ -225,24 +329,34 @@ def _check_options(top_k: int, batch_size: int, n_process: int) -> None:
         raise ConfigError(f"batch_size and n_process must be >= 1, got {batch_size} and {n_process}")
 
 
-def _write_records(records: Iterable[Dict[str, Any]], summary: ExtractSummary, desc: str,
-                   output: Optional[PathLike], csv_path: Optional[PathLike], top_k: int, print_table: bool,
-                   stream: TextIO) -> None:
-    """Every record to the JSONL output (or the stream), its top_k skills to the CSV, and maybe a table."""
-    jsonl_fallback = stream if output is None and not print_table else None
-    with _open_output(output, jsonl_fallback) as jsonl, _open_output(csv_path, None) as csv_file:
+def _write_docs(docs: Iterable[Tuple[Doc, str]], summary: ExtractSummary, desc: str, outputs: Outputs,
+                stream: TextIO) -> None:
+    """Every record to the JSONL output (or the stream), its rows to the CSV, its view to the HTML page, and
+    maybe a table."""
+    jsonl_fallback = stream if outputs.output is None and not outputs.print_table and outputs.html_path is None \
+        else None
+    with ExitStack() as stack:
+        jsonl = stack.enter_context(_open_output(outputs.output, jsonl_fallback))
+        csv_file = stack.enter_context(_open_output(outputs.csv_path, None))
+        html_file = stack.enter_context(_open_output(outputs.html_path, None))
         writer = csv.writer(csv_file) if csv_file is not None else None
         if writer is not None:
             writer.writerow(CSV_COLUMNS)
-        with tqdm(records, unit="ad", desc=desc, disable=None, file=sys.stderr) as bar:
-            for record in bar:
+        html = HtmlWriter(html_file, outputs.top_k) if html_file is not None else None
+        with tqdm(docs, unit="ad", desc=desc, disable=None, file=sys.stderr) as bar:
+            for doc, ad_id in bar:
+                record = doc_to_record(doc, ad_id)
                 summary.add_record(record)
                 if jsonl is not None:
                     jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
                 if writer is not None:
-                    writer.writerows(csv_rows(record, top_k))
-                if print_table:
-                    bar.write(format_ad_table(record, top_k) + "\n", file=stream)
+                    writer.writerows(csv_rows(record, outputs.ranking))
+                if html is not None:
+                    html.write(doc, ad_id)
+                if outputs.print_table:
+                    bar.write(format_ad_table(record, outputs.top_k) + "\n", file=stream)
+        if html is not None:
+            html.close()
 
 
 def _warn_summary(input: Path, summary: ExtractSummary) -> None:

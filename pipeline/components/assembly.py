@@ -1,4 +1,4 @@
-"""Build a pipeline folder from the ESCO export: segmenter → normalizer → matcher (→ ranker).
+"""Build a pipeline folder from the ESCO export: segmenter → normalizer → matcher (→ ranker → decider).
 
 The pipeline is described by a spaCy config (``base_config``), so what ``assemble`` writes is what
 ``spacy.load`` reads back and what every training config is merged over. The config is not written out by hand:
@@ -15,7 +15,7 @@ import spacy
 from spacy.language import Language
 from thinc.api import Config
 
-from pipeline.components.pipes import MATCHER, MATCHER_PIPES, RANKER
+from pipeline.components.pipes import BOILERPLATE, DECIDER, MATCHER, MATCHER_PIPES, RANKER
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_SETTINGS = "esco.transformer_encoder.v1"
@@ -41,18 +41,26 @@ def base_config(with_ranker: bool = True, encoder: str = DEFAULT_ENCODER) -> Con
     for name in MATCHER_PIPES:
         nlp.add_pipe(name)
     if with_ranker:
+        nlp.add_pipe(BOILERPLATE)  # before the ranker, which does not rank the sentences it marks
         nlp.add_pipe(RANKER, config={"encoder": {"@misc": ENCODER_SETTINGS, "name": encoder}})
+        nlp.add_pipe(DECIDER)  # uncalibrated until `calibrate`: commits literal matches only
     full = nlp.config
     config = Config({key: full[key] for key in PIPELINE_SECTIONS})
     config["paths"]["esco"] = None
+    config["paths"]["boilerplate"] = None  # a corpus' boilerplate.jsonl: the filter's keys (none without one)
     config["initialize"]["components"] = {name: {"esco_path": "${paths.esco}"} for name in NEEDS_ESCO
                                           if name in nlp.pipe_names}
+    if BOILERPLATE in nlp.pipe_names:
+        config["initialize"]["components"][BOILERPLATE] = {"boilerplate_path": "${paths.boilerplate}"}
     return config
 
 
-def build_pipeline(config: Config, esco_path: Union[str, Path]) -> Language:
-    """Create and initialize the pipeline a config describes, reading ESCO from `esco_path`."""
-    config = Config(config).merge({"paths": {"esco": str(esco_path)}})
+def build_pipeline(config: Config, esco_path: Union[str, Path],
+                   boilerplate_path: Optional[Union[str, Path]] = None) -> Language:
+    """Create and initialize the pipeline a config describes, reading ESCO from `esco_path` and the boilerplate
+    filter's keys from `boilerplate_path` (a corpus' boilerplate.jsonl; none when not given)."""
+    paths = {"esco": str(esco_path), "boilerplate": str(boilerplate_path) if boilerplate_path else None}
+    config = Config(config).merge({"paths": paths})
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     nlp.initialize()
     return nlp

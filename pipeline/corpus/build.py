@@ -11,7 +11,10 @@ per source; ``corpora/README.md`` describes it). Stages, in order — each drop 
    to a temporary file so that the second pass does not clean again.
 3. **boilerplate** a line found in ``boilerplate_min_ads`` or more distinct ads (compared lower-cased, without
    punctuation, digits folded: "Closing date 12/03/2020" is one line) is boilerplate — equal-opportunity
-   statements, "apply now" — unless the matcher finds a skill in it. Boilerplate is dropped.
+   statements, "apply now" — unless the matcher finds a skill in it. Boilerplate is dropped. Every frequent line,
+   with its key, distinct ads and whether the matcher found a skill in it, is saved to ``OUTPUT/boilerplate.jsonl``
+   (``io.boilerplate.write_boilerplate``): the ``esco_boilerplate_filter`` ships the keys of the lines without a
+   skill, and calibration uses them as sentences that ask for no skill.
 4. **dedupe** lines, then the sentences of the remaining lines, are deduplicated over the whole corpus (same
    normalization, digits kept). The first occurrence wins; later ones are counted.
 5. **filter** sentences (the segmenter's: line breaks and sentence punctuation) must look English and have
@@ -67,6 +70,7 @@ from pipeline.corpus.storage import (  # noqa: F401 - re-exported: training impo
     write_json_atomic,
 )
 from pipeline.errors import ConfigError, EscoDataError
+from pipeline.io.boilerplate import BOILERPLATE_FILE, write_boilerplate
 from pipeline.io.jobads import AdFormat, InputFile, JobAd, ReadReport, iter_ads, resolve_inputs
 
 SCHEMA_VERSION = 1
@@ -144,8 +148,8 @@ class CorpusBuilder:
         self.spill = work_dir / "cleaned.jsonl"
         self.ads_per_line: Counter = Counter()  # boilerplate key → distinct ads
         self.candidates: Dict[int, str] = {}  # boilerplate key → text, once it reaches boilerplate_min_ads
-        self.boilerplate: Dict[int, str] = {}
-        self.boilerplate_kept = 0
+        self.boilerplate: Dict[int, str] = {}  # frequent lines without a skill: dropped
+        self.boilerplate_kept: Dict[int, str] = {}  # frequent lines the matcher finds a skill in: kept
         self.units = array("d")
         self.timing: Dict[str, float] = {}
 
@@ -197,10 +201,17 @@ class CorpusBuilder:
         for batch_keys, results in self.pool.label(tasks):
             for key, (n_matches, _) in zip(batch_keys, results):
                 if n_matches:
-                    self.boilerplate_kept += 1
+                    self.boilerplate_kept[key] = self.candidates[key]
                 else:
                     self.boilerplate[key] = self.candidates[key]
         self.timing["boilerplate"] = time.perf_counter() - start
+
+    def boilerplate_rows(self) -> List[Dict[str, Any]]:
+        """Every frequent line (with or without a skill), most frequent first, for ``boilerplate.jsonl``."""
+        rows = [{"key": key, "text": text, "ads": self.ads_per_line[key], "has_skill": has_skill}
+                for lines, has_skill in ((self.boilerplate, False), (self.boilerplate_kept, True))
+                for key, text in lines.items()]
+        return sorted(rows, key=lambda row: (-row["ads"], row["key"]))
 
     # -- pass 2: drop boilerplate and duplicate lines, match unique lines, write examples
     def label_and_write(self, rows: SplitSpill) -> None:
@@ -298,7 +309,8 @@ class CorpusBuilder:
                  pipeline_path: Optional[Path], run: Dict[str, Any]) -> dict:
         counts: Dict[str, Any] = {"files": len(files), **counts_with_inputs(self.stats, self.report)}
         counts["boilerplate_distinct"] = len(self.boilerplate)
-        counts["boilerplate_kept_with_match"] = self.boilerplate_kept
+        counts["boilerplate_kept_with_match"] = len(self.boilerplate_kept)
+        counts["boilerplate_saved"] = len(self.boilerplate) + len(self.boilerplate_kept)
         counts["duplicates"] = counts["duplicate_lines"] + counts["duplicate_sentences"]
         return {
             "schema_version": SCHEMA_VERSION,
@@ -358,7 +370,8 @@ def build_corpus(
     files = resolve_inputs(inputs)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / MANIFEST_FILE).unlink(missing_ok=True)  # no stale manifest beside a half-written corpus
+    for stale in (MANIFEST_FILE, BOILERPLATE_FILE):  # nothing of an earlier build beside a half-written corpus
+        (output / stale).unlink(missing_ok=True)
     started = time.perf_counter()
     method = start_method or default_start_method()
     with tempfile.TemporaryDirectory(prefix=".corpus-work-", dir=output) as tmp:
@@ -369,6 +382,7 @@ def build_corpus(
         rows = _run_passes(builder, pool, files, work_dir)
         save_start = time.perf_counter()
         save_dataset(rows, output / DATASET_DIR, work_dir / "arrow", progress)
+        write_boilerplate(output / BOILERPLATE_FILE, builder.boilerplate_rows())
         builder.timing["save"] = time.perf_counter() - save_start
     builder.timing["total"] = time.perf_counter() - started
     matcher = nlp.get_pipe("esco_skill_matcher")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from pipeline.components.pipes import MATCHER, MATCHER_PIPES, NORMALIZER, SEGMENTER, load_pipeline, make_clean_doc
-from pipeline.corpus.lines import CleanedAd, clean_ads, line_key
+from pipeline.corpus.lines import CleanedAd, clean_ads
+from pipeline.io.boilerplate import line_key
 from pipeline.errors import EscoDataError
 from pipeline.io.text import is_english
 

@@ -1,30 +1,14 @@
-"""Cleaning an ad into lines, and the hashes that find a line again: the unit of boilerplate and dedupe.
-
-A line is compared lower-cased and without punctuation, so "Apply now!" and "apply now" are one line; for
-boilerplate digits are also folded ("Closing date 12/03/2020" is one line across ads). Keys are 8-byte hashes,
-so the sets that remember them stay small for millions of lines.
-"""
+"""Cleaning an ad into lines with the keys that find a line again (``io.boilerplate.line_key``): the unit of
+boilerplate and dedupe."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import List, Tuple
 
+from pipeline.io.boilerplate import line_key
 from pipeline.io.text import clean_job_ad, iter_lines, split_long_line
 
 CleanedAd = Tuple[List[str], List[int], List[int], int]  # lines, dedupe keys, boilerplate keys, long lines split
-
-_KEY_JUNK = re.compile(r"[\W_]+", re.UNICODE)
-_DIGITS = re.compile(r"\d+")
-
-
-def line_key(text: str, *, fold_digits: bool = False) -> int:
-    """64-bit hash of a line compared lower-cased, without punctuation (digits folded to 0 if asked)."""
-    norm = _KEY_JUNK.sub(" ", text.lower()).strip()
-    if fold_digits:
-        norm = _DIGITS.sub("0", norm)
-    return int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def clean_lines(text: str, max_line_chars: int) -> Tuple[List[str], int]:

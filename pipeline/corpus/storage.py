@@ -1,5 +1,11 @@
-"""The corpus on disk: ``OUTPUT/dataset`` (a ``datasets.DatasetDict``: train, dev, unmatched) and
-``OUTPUT/manifest.json``; writing it with flat memory and reading it back with checks that name what is wrong.
+"""The corpus on disk: ``OUTPUT/dataset`` (a ``datasets.DatasetDict``: train, dev, unmatched),
+``OUTPUT/boilerplate.jsonl`` and ``OUTPUT/manifest.json``; writing it with flat memory and reading it back with
+checks that name what is wrong.
+
+``boilerplate.jsonl`` holds every line the build found in ``boilerplate_min_ads`` or more distinct ads, one JSON
+object per line, most frequent first: ``{"key": int, "text": str, "ads": int, "has_skill": bool}``. ``key`` is
+``io.boilerplate.line_key(text, fold_digits=True)`` (an unsigned 64-bit int), ``ads`` the number of distinct ads
+it is in, ``has_skill`` whether the literal matcher found a skill in it (such lines stay in the corpus).
 
 Rows stream out of the build into one JSON Lines spill file per split; ``save_dataset`` turns each spill into an
 Arrow dataset with ``datasets.Dataset.from_generator`` (written in batches, memory-mapped) and saves the splits
@@ -12,12 +18,14 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Dict, Iterator
+from typing import IO, TYPE_CHECKING, Dict, Iterator, List, Optional
 
 from pipeline.errors import EscoDataError
+from pipeline.io.boilerplate import BOILERPLATE_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict, Features
@@ -122,6 +130,19 @@ def write_json_atomic(path: Path, data: dict) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(partial, path)
+
+
+def corpus_boilerplate(corpus_dir: Optional[Path]) -> Optional[Path]:
+    """The corpus' ``boilerplate.jsonl`` for a pipeline's boilerplate filter; None (with a warning when there is a
+    corpus) when there is none, e.g. a corpus built before the file existed."""
+    if corpus_dir is None:
+        return None
+    file = Path(corpus_dir) / BOILERPLATE_FILE
+    if file.is_file():
+        return file
+    warnings.warn(f"'{file}' is missing: the pipeline's boilerplate filter ships no boilerplate lines (it still "
+                  "skips recognised sections). Build the corpus again to get the file.", UserWarning, stacklevel=2)
+    return None
 
 
 def load_corpus(path: Path) -> "DatasetDict":

@@ -3,6 +3,10 @@
 The limit is the raw encoder: the same sentences, the same batch size, forward pass alone. Everything else
 (tokenizing, segmenting, matching, scoring 13,896 skills, fusing, writing the contract) is overhead to keep
 small. Each timing is repeated; the median and the spread (min–max) are printed.
+
+Optional: the fast path (``backend``, e.g. the ``onnx-int8`` encoder: raw encoder, sentences and whole ads, each
+with its speed-up over the float pipeline). The extraction engines (``extract`` end to end, one process against
+Ray Data) are timed at the commands layer, on the same ads (``commands.ray_engine.bench_engines``).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import resource
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 
 from pipeline.components.pipes import MATCHER_PIPES, RANKER, load_pipeline
@@ -25,6 +29,11 @@ def read_ads(paths: Sequence[Path], limit: int, text_field: str = "description")
     ad_format = jobads.AdFormat(text_field=text_field)
     ads = [ad.text for path in paths for ad in jobads.read_ads(path, ad_format, limit=per_file)]
     return ads[:limit]
+
+
+def bench_ads(paths: Sequence[Path], n_ads: int) -> List[str]:
+    """The whole ads every ads/s figure is timed on (the same for the pipeline and the engines)."""
+    return read_ads(paths, max(n_ads, 50))[:n_ads]
 
 
 def ad_sentences(ads: Sequence[str], limit: int, min_chars: int = 20) -> List[str]:
@@ -48,37 +57,37 @@ def timed(fn: Callable[[], object], repeats: int) -> Dict[str, float]:
     return {"median_s": statistics.median(runs), "min_s": min(runs), "max_s": max(runs)}
 
 
+Results = Dict[str, Dict[str, float]]
+
+
 def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 2000, n_ads: int = 200,
-                   batch_size: int = 64, repeats: int = 3,
-                   quantize: bool = True) -> Dict[str, Dict[str, float]]:
+                   batch_size: int = 64, repeats: int = 3, quantize: bool = True,
+                   backend: Optional[str] = None) -> Results:
     """Every timing of the module docstring, as ``{what: {unit: value, "min": …, "max": …}}``; the CLI prints
-    ``format_results`` of it."""
+    ``format_results`` of it. ``backend``: also time that encoder backend."""
     start = time.perf_counter()
     nlp = load_pipeline(model)
     load_s = time.perf_counter() - start
-    ads = read_ads(jobads, max(n_ads, 50))
+    ads = bench_ads(jobads, n_ads)
     sentences = ad_sentences(read_ads(jobads, 4 * n_ads + 200), n_sentences)
-    ads = ads[:n_ads]
     results: Dict[str, Dict[str, float]] = {"load": {"seconds": load_s}}
     n = len(sentences)
 
-    def rate(key: str, fn: Callable[[], object], units: int, unit: str = "sentences/s") -> None:
-        t = timed(fn, repeats)
-        results[key] = {unit: units / t["median_s"], "min": units / t["max_s"], "max": units / t["min_s"],
-                        "n": units}
+    def time_rate(key: str, fn: Callable[[], object], units: int, unit: str = "sentences/s") -> None:
+        results[key] = rate(fn, units, repeats, unit)
 
     matcher_pipes = [p for p in MATCHER_PIPES if p in nlp.pipe_names]
     with nlp.select_pipes(enable=matcher_pipes):
-        rate("matcher only", lambda: list(nlp.pipe(sentences, batch_size=batch_size)), n)
+        time_rate("matcher only", lambda: list(nlp.pipe(sentences, batch_size=batch_size)), n)
     if RANKER in nlp.pipe_names:
         ranker = nlp.get_pipe(RANKER)
-        rate("raw encoder (limit)", lambda: ranker.encoder.encode(sentences, batch_size=batch_size), n)
+        time_rate("raw encoder (limit)", lambda: ranker.encoder.encode(sentences, batch_size=batch_size), n)
         with nlp.select_pipes(disable=[RANKER]):
             prepared = list(nlp.pipe(sentences, batch_size=batch_size))
-        rate("ranker only", lambda: list(ranker.pipe(prepared, batch_size=batch_size)), n)
-    rate("full pipeline", lambda: list(nlp.pipe(sentences, batch_size=batch_size)), n)
+        time_rate("ranker only", lambda: list(ranker.pipe(prepared, batch_size=batch_size)), n)
+    time_rate("full pipeline", lambda: list(nlp.pipe(sentences, batch_size=batch_size)), n)
     n_ad_sentences = sum(len(list(doc.sents)) for doc in nlp.pipe(ads[:20], batch_size=batch_size))
-    rate("full pipeline, whole ads", lambda: list(nlp.pipe(ads, batch_size=batch_size)), len(ads), "ads/s")
+    time_rate("full pipeline, whole ads", lambda: list(nlp.pipe(ads, batch_size=batch_size)), len(ads), "ads/s")
     results["full pipeline, whole ads"]["sentences per ad (first 20)"] = n_ad_sentences / max(1, min(20, len(ads)))
     results["peak memory"] = {"MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if quantize and "esco_skill_ranker" in nlp.pipe_names:
@@ -86,14 +95,63 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
 
         fast = load_pipeline(model, config=quantized_override())
         fast_ranker = fast.get_pipe(RANKER)
-        rate("int8 encoder", lambda: fast_ranker.encoder.encode(sentences, batch_size=batch_size), n)
-        rate("int8 full pipeline", lambda: list(fast.pipe(sentences, batch_size=batch_size)), n)
+        time_rate("int8 encoder", lambda: fast_ranker.encoder.encode(sentences, batch_size=batch_size), n)
+        time_rate("int8 full pipeline", lambda: list(fast.pipe(sentences, batch_size=batch_size)), n)
         results["int8 full pipeline"]["speed-up vs float pipeline"] = (
             results["int8 full pipeline"]["sentences/s"] / results["full pipeline"]["sentences/s"])
     if "raw encoder (limit)" in results:
         results["full pipeline"]["share of encoder limit"] = (
             results["full pipeline"]["sentences/s"] / results["raw encoder (limit)"]["sentences/s"])
+    if backend and RANKER in nlp.pipe_names:
+        results.update(bench_backend(model, backend, sentences, ads, batch_size, repeats, results))
     return results
+
+
+def installed_extras(backend: Optional[str], engines: Sequence[int]) -> Tuple[Optional[str], List[int], List[str]]:
+    """The backend and engine counts that can be timed here, and a note for each part left out (a missing extra
+    would otherwise fail after minutes of timing, or time the PyTorch fallback under the backend's name)."""
+    import importlib.util
+
+    from pipeline.components.onnx_backend import runtime_missing
+
+    notes = []
+    if backend == "onnx-int8" and runtime_missing(export=True):
+        notes.append(f"{backend} not timed: {runtime_missing(export=True)}")
+        backend = None
+    engines = [n for n in engines if n > 0]
+    if engines and importlib.util.find_spec("ray") is None:
+        notes.append('Ray engine not timed: Ray is not installed (pip install ".[ray]")')
+        engines = []
+    return backend, engines, notes
+
+
+def rate(fn: Callable[[], object], units: int, repeats: int, unit: str) -> Dict[str, float]:
+    """``units`` per second of ``fn``: the median over ``repeats`` runs, the spread, and ``n`` = units."""
+    t = timed(fn, repeats)
+    return {unit: units / t["median_s"], "min": units / t["max_s"], "max": units / t["min_s"], "n": units}
+
+
+def bench_backend(model: Path, backend: str, sentences: Sequence[str], ads: Sequence[str], batch_size: int,
+                  repeats: int, float_results: Results) -> Results:
+    """The pipeline with another encoder backend: load (its export, if the pipeline has none saved), raw encoder,
+    sentences and whole ads, each with its speed-up over the float numbers in ``float_results``."""
+    from pipeline.components.encoder import backend_override
+
+    start = time.perf_counter()
+    fast = load_pipeline(model, config=backend_override(backend))
+    encoder = fast.get_pipe(RANKER).encoder
+    encoder.encode(sentences[:8])  # the export happens at the first batch when the pipeline has none saved
+    out: Results = {f"{backend} load + first batch": {"seconds": time.perf_counter() - start}}
+    for key, base, fn, units, unit in (
+            (f"{backend} encoder", "raw encoder (limit)", lambda: encoder.encode(sentences, batch_size=batch_size),
+             len(sentences), "sentences/s"),
+            (f"{backend} full pipeline", "full pipeline", lambda: list(fast.pipe(sentences, batch_size=batch_size)),
+             len(sentences), "sentences/s"),
+            (f"{backend} full pipeline, whole ads", "full pipeline, whole ads",
+             lambda: list(fast.pipe(ads, batch_size=batch_size)), len(ads), "ads/s")):
+        out[key] = rate(fn, units, repeats, unit)
+        out[key][f"speed-up vs {base}"] = out[key][unit] / float_results[base][unit]
+    return out
 
 
 def format_results(results: Dict[str, Dict[str, float]], model: Path, batch_size: int, repeats: int) -> str:
@@ -105,11 +163,11 @@ def format_results(results: Dict[str, Dict[str, float]], model: Path, batch_size
                 continue
             if name == "share of encoder limit":
                 parts.append(f"{name} {value:.0%}")
-            elif name.startswith("speed-up"):
+            elif name.startswith("speed-up") or name.startswith("x "):
                 parts.append(f"{name} {value:.2f}x")
             else:
                 parts.append(f"{name} {value:,.1f}")
         if "min" in values:
             parts.append(f"spread {values['min']:,.1f}–{values['max']:,.1f}")
-        lines.append(f"  {key:<28} " + ", ".join(parts))
+        lines.append(f"  {key:<36} " + ", ".join(parts))
     return "\n".join(lines)

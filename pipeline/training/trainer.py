@@ -30,11 +30,13 @@ from spacy.util import fix_random_seed, minibatch
 from pipeline.components.assembly import build_pipeline
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
+from pipeline.evaluation.calibration import calibrate_pipeline, record as record_calibration
 from pipeline.evaluation.dev_signals import DevSignals, build_dev_signals, dev_signal_scores
 from pipeline.evaluation.validation import COMBINED_METRIC, SELECTION_METRIC, combined_score, validation_scores
 from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.corpus.masking import mask_mentions
+from pipeline.corpus.storage import corpus_boilerplate
 from pipeline.training.negatives import NegativeSampler, SamplingContext
 from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import SupervisionContext, TrainingPair, collect_pairs
@@ -287,7 +289,8 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     fix_random_seed(seed)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    nlp = build_pipeline(pipeline_config(config), esco)
+    # The corpus' boilerplate lines become the boilerplate filter's keys (corpus_boilerplate warns when absent).
+    nlp = build_pipeline(pipeline_config(config), esco, boilerplate_path=corpus_boilerplate(corpus_dir))
     if RANKER not in nlp.pipe_names:
         raise ConfigError(f"[nlp] pipeline must contain '{RANKER}' to be trained, got {nlp.pipe_names}")
     taxonomy = find_taxonomy(nlp)
@@ -302,5 +305,7 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     nlp.meta.setdefault("esco", {})
     nlp.meta["esco"].update({"version": taxonomy.version, "training": summary, "training_config": config.to_str()})
     nlp.meta["performance"] = {k: v for k, v in summary["best_metrics"].items() if isinstance(v, (int, float))}
+    if corpus_dir is not None and validation:  # the decided skill set: calibrated on the same corpus and files
+        record_calibration(nlp, calibrate_pipeline(nlp, corpus_dir, validation))
     nlp.to_disk(output)
     return summary

@@ -1,0 +1,394 @@
+"""``esco_skill_decider``: from a ranking to a decision — the skills each sentence asks for, calibrated, with
+the words that support them.
+
+The ranker lists ten skills for every sentence, headings and benefits included. This component, placed after it
+(or after the matcher alone), writes ``doc._.esco_decisions`` (read through ``doc._.esco_skill_set``,
+``span._.esco_skill_set`` and ``span._.esco_no_skill_reason``, see ``predictions.py``). Per sentence:
+
+1. **skipped** by a filter before the ranker (``doc._.esco_skipped``): empty set, the filter's reason;
+2. **gate**: P(the sentence asks for any skill), a logistic regression over the sentence vector (weights in
+   ``gate.npy``, bias in the config; cheap shape features — length, a trailing colon — were tried and did not
+   separate boilerplate from skill sentences any better, so there are none). Below
+   ``gate_threshold``: no implied skill, and no literal match either when ``gate_explicit`` — reason
+   ``"no_skill"`` when the set ends up empty;
+3. **explicit and implied predictions decided apart**: each gets a calibrated probability, a logistic model over
+   ``SKILL_FEATURES`` (its score, its gap to and rank among the skills of its kind in the sentence, how
+   skill-like the sentence reads, its literal matches and length, the gate probability; see
+   ``skill_features``) with one coefficient vector per kind, and is kept at or above that kind's threshold;
+   at most ``max_skills_per_sentence`` are kept, most probable first;
+4. **evidence** for each implied member: the sentence's words closest to the skill (contextual word-piece vectors
+   from the ranker's encoder against the skill's index vectors, pieces merged into spaCy tokens, stop words,
+   punctuation and words without letters skipped, the best ``evidence_words`` at or above ``evidence_floor``),
+   as character offsets into ``doc.text``. Explicit members keep their mentions as evidence.
+
+Cost: the ranker keeps no sentence vectors, so the gate needs one more encoder pass — but only over the sentences
+where it can change the answer: those with a literal match, or with an implied candidate that would pass its
+threshold at the most favourable gate value. That one pass (``TransformerEncoder.encode_tokens``) gives both the
+gate's sentence vector (the mean of the word-piece vectors) and the evidence; every other sentence is not
+re-encoded. ``make bench`` shows the cost.
+
+Calibration (``pipeline/evaluation/calibration.py``, ``python -m pipeline calibrate``) fits every number here from
+data and writes them into the config (``calibrated = true``); the pipeline ships them. An **uncalibrated**
+decider (a fresh ``assemble``) has nothing to decide with: it commits literal matches only (the contract's rule
+for a sentence without a decision) and only marks skipped sentences.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.util import minibatch
+
+from pipeline.components.pipes import DECIDER, RANKER
+from pipeline.components.predictions import (Evidence, SkillPrediction, register_extensions, set_decisions,
+                                              skipped_sentences)
+from pipeline.constraints import NonNegativeInt, PositiveInt, Probability, check_values
+from pipeline.errors import ConfigError, IncompletePipelineError
+
+GATE_FILE = "gate.npy"
+SKILL_FEATURES = ("score", "gap", "log_rank", "sentence_top", "literal_matches", "log_words", "gate")  # per candidate;
+# coefficients = [bias, *one per feature]. The gate comes last: the model is linear in it (see best_case).
+NO_SKILL = "no_skill"
+TokenEncoding = Tuple[np.ndarray, np.ndarray]  # word-piece char offsets [T, 2], unit vectors [T, D]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
+
+
+# ---------------------------------------------------------------------------------------------- features
+def skill_features(ranking: Sequence[SkillPrediction], sent: Span, explicit_weight: float = 0.0) -> np.ndarray:
+    """[n, len(SKILL_FEATURES) - 1] in ranking order; the gate column is appended once known (``with_gate``).
+
+    - ``score``: an implied skill's ranker cosine — fusion scales implied scores by ``1 - explicit_weight`` in a
+      sentence with a literal match, so that factor is undone and one threshold means the same everywhere; an
+      explicit skill's fused score;
+    - ``gap``, ``log_rank``: its distance to, and log(1 + its rank among), the skills of the same kind (explicit /
+      implied) in the sentence: fusion puts every literal match first, so an implied skill is compared with the
+      implied ones;
+    - ``sentence_top``: the sentence's best implied cosine (how skill-like the sentence reads at all);
+    - ``literal_matches``: log(1 + the sentence's literal matches); ``log_words``: log(1 + its words).
+    """
+    n_explicit = sum(p.explicit for p in ranking)
+    unfuse = 1.0 / (1.0 - explicit_weight) if n_explicit and explicit_weight < 1.0 else 1.0
+    scores = np.array([p.score if p.explicit else p.score * unfuse for p in ranking], np.float64)
+    out = np.zeros((len(ranking), len(SKILL_FEATURES) - 1), np.float64)
+    implied_top = max((s for s, p in zip(scores, ranking) if not p.explicit), default=0.0)
+    for kind in (True, False):
+        rows = sorted((i for i, p in enumerate(ranking) if p.explicit == kind), key=lambda i: -scores[i])
+        for rank, i in enumerate(rows):
+            out[i, :3] = (scores[i], scores[rows[0]] - scores[i], math.log1p(rank))
+    out[:, 3] = implied_top
+    out[:, 4] = math.log1p(n_explicit)
+    out[:, 5] = math.log1p(len([t for t in sent if not (t.is_punct or t.is_space)]))
+    return out
+
+
+def with_gate(features: np.ndarray, gate: float) -> np.ndarray:
+    return np.hstack([features, np.full((len(features), 1), gate)])
+
+
+def sentence_vector(encoding: TokenEncoding) -> np.ndarray:
+    """The gate's sentence vector: the normalized mean of the word-piece vectors (zeros for no pieces)."""
+    vectors = encoding[1]
+    if not len(vectors):
+        return np.zeros(vectors.shape[1] if vectors.ndim == 2 else 0, np.float32)
+    mean = vectors.mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-9)
+
+
+def encode_sentences(encoder, texts: Sequence[str]) -> List[TokenEncoding]:
+    """``encode_tokens`` of each text, each distinct text encoded once (boilerplate repeats across ads), sorted by
+    length so that a batch pads little (``encode_tokens`` batches in the order it is given).
+
+    In eval mode: ``TransformerEncoder.encode`` leaves the wrapped model in the wrapper's mode, which is training
+    for a freshly loaded encoder, and ``encode_tokens`` does not switch it — dropout would make the gate and the
+    evidence random after the ranker's first batch."""
+    unique = sorted(set(texts), key=len)
+    if not unique:
+        return []
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        encoded = dict(zip(unique, encoder.encode_tokens(unique)))
+    finally:
+        encoder.train(was_training)
+    return [encoded[t] for t in texts]
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """``sigmoid(bias + features · weights)``; ``coefficients = [bias, *weights]``."""
+
+    coefficients: Tuple[float, ...]
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        c = np.asarray(self.coefficients, np.float64)
+        return sigmoid(c[0] + np.asarray(features, np.float64) @ c[1:])
+
+    def best_case(self, features: np.ndarray) -> np.ndarray:
+        """The probability at the most favourable gate value (0 or 1: the model is linear in it)."""
+        return np.maximum(self.probability(with_gate(features, 0.0)), self.probability(with_gate(features, 1.0)))
+
+
+@dataclass
+class SentenceCandidates:
+    """One sentence's ranking and what the decision needs about it."""
+
+    sent: Span
+    ranking: List[SkillPrediction]
+    features: np.ndarray  # [n, len(SKILL_FEATURES) - 1] skill_features
+    explicit: np.ndarray  # [n] bool
+    gate: Optional[float] = None
+    encoding: Optional[TokenEncoding] = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------- component
+class SkillDecider:
+    def __init__(
+        self,
+        nlp: Language,
+        name: str = DECIDER,
+        *,
+        calibrated: bool = False,
+        max_skills_per_sentence: PositiveInt = 5,
+        gate_threshold: Probability = 0.0,
+        gate_bias: float = 0.0,
+        gate_explicit: bool = False,
+        explicit_coefficients: Sequence[float] = (0.0,) * (len(SKILL_FEATURES) + 1),
+        explicit_threshold: Probability = 0.5,
+        implied_coefficients: Sequence[float] = (0.0,) * (len(SKILL_FEATURES) + 1),
+        implied_threshold: Probability = 0.5,
+        evidence_words: NonNegativeInt = 3,
+        evidence_floor: Probability = 0.3,
+    ):
+        section = f"components.{name}"
+        check_values(section, SkillDecider.__init__, calibrated=calibrated, gate_explicit=gate_explicit,
+                     max_skills_per_sentence=max_skills_per_sentence, gate_threshold=gate_threshold,
+                     explicit_threshold=explicit_threshold, implied_threshold=implied_threshold,
+                     evidence_words=evidence_words, evidence_floor=evidence_floor)
+        self.nlp, self.name = nlp, name
+        self.calibrated, self.max_skills = calibrated, max_skills_per_sentence
+        self.gate_threshold, self.gate_explicit = gate_threshold, gate_explicit
+        self.gate_bias = _number(section, "gate_bias", gate_bias)
+        n_coef = len(SKILL_FEATURES) + 1
+        self.explicit_model = LogisticModel(_vector(section, "explicit_coefficients", explicit_coefficients, n_coef))
+        self.implied_model = LogisticModel(_vector(section, "implied_coefficients", implied_coefficients, n_coef))
+        self.explicit_threshold, self.implied_threshold = explicit_threshold, implied_threshold
+        self.evidence_words, self.evidence_floor = evidence_words, evidence_floor
+        self.gate_weights = np.zeros(0, np.float32)  # [D] over the sentence vector; empty = no gate
+        register_extensions()
+
+    # ------------------------------------------------------------------ setup
+    def initialize(self, get_examples=None, *, nlp: Optional[Language] = None) -> None:
+        """Nothing to load: a fresh decider is uncalibrated (literal matches only) until ``calibrate``."""
+
+    def set_gate(self, weights: np.ndarray) -> None:
+        self.gate_weights = np.asarray(weights, np.float32).reshape(-1)
+
+    @property
+    def has_gate(self) -> bool:
+        return bool(self.gate_weights.size)
+
+    @property
+    def encoder(self):
+        """The ranker's encoder (``None`` in a matcher-only pipeline): the gate and the evidence use it."""
+        return self.nlp.get_pipe(RANKER).encoder if RANKER in self.nlp.pipe_names else None
+
+    @property
+    def explicit_weight(self) -> float:
+        """The ranker's fusion weight (``skill_features`` undoes it); 0 without a ranker."""
+        return float(self.nlp.get_pipe(RANKER).explicit_weight) if RANKER in self.nlp.pipe_names else 0.0
+
+    @property
+    def index(self):
+        return self.nlp.get_pipe(RANKER).index if RANKER in self.nlp.pipe_names else None
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, doc: Doc) -> Doc:
+        return next(iter(self.pipe([doc])))
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int = 64) -> Iterator[Doc]:
+        """Decide a batch of docs; the sentences that need encoding are encoded together across the batch."""
+        for batch in minibatch(docs, size=batch_size):
+            per_doc = [self.candidates(doc) for doc in batch]
+            if self.calibrated:
+                self.encode_needed([c for doc_cands in per_doc for c in doc_cands])
+            for doc, doc_cands in zip(batch, per_doc):
+                decisions = {start: ([], reason) for start, reason in skipped_sentences(doc).items()}
+                if self.calibrated:
+                    decisions.update({c.sent.start: self.decide(c) for c in doc_cands})
+                set_decisions(doc, decisions)
+                yield doc
+
+    def candidates(self, doc: Doc) -> List[SentenceCandidates]:
+        """The ranked sentences of ``doc`` that a filter did not skip."""
+        skipped = skipped_sentences(doc)
+        rankings = doc._.esco_sentence_skills
+        sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
+        out = []
+        for sent in sents:
+            ranking = rankings.get(sent.start)
+            if sent.start in skipped or not ranking:
+                continue
+            out.append(SentenceCandidates(sent, ranking, skill_features(ranking, sent, self.explicit_weight),
+                                          np.array([p.explicit for p in ranking], bool)))
+        return out
+
+    def needs_gate(self, cands: SentenceCandidates) -> bool:
+        """Whether the gate can change this sentence's set: a literal match, or an implied candidate that passes
+        its threshold at the most favourable gate value."""
+        if cands.explicit.any():
+            return True
+        implied = cands.features[~cands.explicit]
+        return bool(len(implied)) and bool((self.implied_model.best_case(implied) >= self.implied_threshold).any())
+
+    def encode_needed(self, sentences: List[SentenceCandidates]) -> None:
+        """Encode, in one pass, the sentences whose decision needs the gate (their implied members also need
+        evidence); set their gate probability."""
+        encoder = self.encoder
+        needed = [c for c in sentences if self.needs_gate(c)]
+        encodings = encode_sentences(encoder, [c.sent.text for c in needed]) if encoder is not None else []
+        for i, c in enumerate(needed):
+            c.encoding = encodings[i] if encodings else None
+            # Without an encoder (a matcher-only pipeline) or gate weights, the gate is open.
+            c.gate = self.gate_probability(c.encoding) if c.encoding and self.has_gate else 1.0
+
+    def gate_probability(self, encoding: TokenEncoding) -> float:
+        vector = sentence_vector(encoding)
+        if vector.shape[0] != self.gate_weights.shape[0]:
+            raise ConfigError(f"'{self.name}': {GATE_FILE} has {self.gate_weights.shape[0]} weights but the ranker's "
+                              f"encoder gives {vector.shape[0]}-dimensional vectors; calibrate the pipeline again.")
+        return float(sigmoid(np.asarray(self.gate_bias + float(vector @ self.gate_weights))))
+
+    def decide(self, cands: SentenceCandidates) -> Tuple[List[SkillPrediction], Optional[str]]:
+        """The sentence's set (most probable first, capped) and, when the gate emptied it, ``"no_skill"``."""
+        if cands.gate is None:  # no candidate could pass: the gate was not needed
+            return [], None
+        probs, keep = self.keep_mask(cands.features, cands.explicit, cands.gate)
+        order = [i for i in np.argsort(-probs, kind="stable") if keep[i]][: self.max_skills]
+        chosen = [self._member(cands, int(i), float(probs[i])) for i in order]
+        gated = cands.gate < self.gate_threshold
+        return chosen, (NO_SKILL if gated and not chosen else None)
+
+    def keep_mask(self, features: np.ndarray, explicit: np.ndarray, gate: float) -> Tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and which candidates pass (before the cap). The calibration's threshold search
+        runs a vectorized twin (``calibration.simulate``); the numbers it reports come from this component."""
+        full = with_gate(features, gate)
+        probs = np.where(explicit, self.explicit_model.probability(full), self.implied_model.probability(full))
+        passes = np.where(explicit, probs >= self.explicit_threshold, probs >= self.implied_threshold)
+        if gate < self.gate_threshold:
+            passes &= explicit if not self.gate_explicit else np.zeros_like(explicit)
+        return probs, passes
+
+    def _member(self, cands: SentenceCandidates, i: int, probability: float) -> SkillPrediction:
+        pred = cands.ranking[i]
+        evidence = list(pred.evidence) if pred.explicit else self.evidence(cands, pred.uri)
+        return SkillPrediction(pred.uri, pred.label, pred.score, pred.explicit, list(pred.spans),
+                               probability=probability, evidence=evidence)
+
+    def evidence(self, cands: SentenceCandidates, uri: str) -> List[Evidence]:
+        """The sentence's words most similar to the skill (see the module docstring)."""
+        index = self.index
+        if cands.encoding is None or index is None or uri not in index.position or not self.evidence_words:
+            return []
+        offsets, vectors = cands.encoding
+        if not len(offsets):
+            return []
+        i = index.position[uri]
+        end = index.offsets[i + 1] if i + 1 < len(index.offsets) else len(index.vectors)
+        piece_scores = (vectors @ index.vectors[index.offsets[i]:end].T).max(axis=1)  # [T]
+        return word_evidence(cands.sent, offsets, piece_scores, self.evidence_words, self.evidence_floor)
+
+    # ------------------------------------------------------------------ serialization
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        np.save(path / GATE_FILE, self.gate_weights.astype(np.float32), allow_pickle=False)
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillDecider":
+        file = Path(path) / GATE_FILE
+        if not file.exists():
+            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete "
+                                          "(calibrate the pipeline again, or copy the whole folder).")
+        self.set_gate(np.load(file, allow_pickle=False))
+        if self.calibrated and self.gate_threshold > 0 and not self.has_gate:
+            raise IncompletePipelineError(f"'{file}' holds no gate weights but [components.{self.name}] "
+                                          f"gate_threshold = {self.gate_threshold}: calibrate the pipeline again.")
+        return self
+
+
+def word_evidence(sent: Span, offsets: np.ndarray, piece_scores: np.ndarray, k: int, floor: float) -> List[Evidence]:
+    """Merge word-piece scores into the sentence's tokens (max over a token's pieces) and keep the best ``k``
+    content words at or above ``floor``, best first. ``offsets`` are relative to ``sent.text``."""
+    starts = offsets[:, 0]
+    order = np.argsort(starts, kind="stable")
+    starts, scores = starts[order], piece_scores[order]
+    words = []
+    for token in sent:
+        if token.is_stop or token.is_punct or token.is_space or not any(ch.isalpha() for ch in token.text):
+            continue
+        begin = token.idx - sent.start_char
+        lo, hi = np.searchsorted(starts, [begin, begin + len(token.text)])
+        if hi > lo:
+            words.append((float(scores[lo:hi].max()), token))
+    words = [w for w in sorted(words, key=lambda w: -w[0]) if w[0] >= floor][:k]
+    return [Evidence(t.idx, t.idx + len(t.text), t.text) for _, t in words]
+
+
+def _number(section: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"[{section}] {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _vector(section: str, key: str, values, length: int) -> Tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or len(values) != length:
+        raise ConfigError(f"[{section}] {key} must be a list of {length} numbers, got {values!r}")
+    return tuple(_number(section, key, v) for v in values)
+
+
+@Language.factory(
+    DECIDER,
+    assigns=["doc._.esco_decisions"],
+    default_config={
+        "calibrated": False,
+        "max_skills_per_sentence": 5,
+        "gate_threshold": 0.0,
+        "gate_bias": 0.0,
+        "gate_explicit": False,
+        "explicit_coefficients": [0.0] * (len(SKILL_FEATURES) + 1),
+        "explicit_threshold": 0.5,
+        "implied_coefficients": [0.0] * (len(SKILL_FEATURES) + 1),
+        "implied_threshold": 0.5,
+        "evidence_words": 3,
+        "evidence_floor": 0.3,
+    },
+)
+def make_skill_decider(
+    nlp: Language,
+    name: str,
+    calibrated: bool,
+    max_skills_per_sentence: int,
+    gate_threshold: float,
+    gate_bias: float,
+    gate_explicit: bool,
+    explicit_coefficients: List[float],
+    explicit_threshold: float,
+    implied_coefficients: List[float],
+    implied_threshold: float,
+    evidence_words: int,
+    evidence_floor: float,
+) -> SkillDecider:
+    return SkillDecider(nlp, name, calibrated=calibrated, max_skills_per_sentence=max_skills_per_sentence,
+                        gate_threshold=gate_threshold, gate_bias=gate_bias,
+                        gate_explicit=gate_explicit,
+                        explicit_coefficients=explicit_coefficients, explicit_threshold=explicit_threshold,
+                        implied_coefficients=implied_coefficients, implied_threshold=implied_threshold,
+                        evidence_words=evidence_words, evidence_floor=evidence_floor)

@@ -1,0 +1,144 @@
+"""The calibration's parts that need no pipeline: the fitting, the threshold search's bookkeeping, the boilerplate
+split, the reliability diagram. (The fit on real ads and benchmark files is in test_decider.py.)"""
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError, EscoDataError
+from pipeline.components.decider import SKILL_FEATURES
+from pipeline.evaluation.calibration import (CalibrationSettings, DecisionModels, LabelledDocs, Thresholds,
+                                             boilerplate_negatives, decision_order, fit_logistic, micro_counts,
+                                             reliability_bins, reliability_svg, roc_auc, score_sets,
+                                             search_thresholds, simulate)
+
+
+def test_logistic_fit_recovers_known_coefficients():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20000, 2))
+    truth = np.array([-0.5, 2.0, -1.0])
+    y = rng.random(20000) < 1 / (1 + np.exp(-(truth[0] + x @ truth[1:])))
+    beta = fit_logistic(x, y, l2=1e-6)
+    assert beta == pytest.approx(truth, abs=0.1)
+    shrunk = fit_logistic(x, y, l2=1.0)  # the penalty shrinks the weights, never the bias's freedom
+    assert np.abs(shrunk[1:]).sum() < np.abs(beta[1:]).sum()
+
+
+def test_roc_auc_counts_ties_half_and_orders():
+    assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert roc_auc([0.1], [0.9]) == 0.0
+    assert roc_auc([0.5, 0.5], [0.5, 0.5]) == 0.5
+    assert roc_auc([0.3, 0.7], [0.5]) == 0.5
+    assert np.isnan(roc_auc([], [0.1]))
+
+
+def table(rows):
+    """A candidate table from (doc, sentence, label, explicit, gate, correct) rows."""
+    doc, sent, label, explicit, gate, correct = (np.array(c) for c in zip(*rows))
+    golds = [set() for _ in range(doc.max() + 1)]
+    for d, lab, ok in zip(doc, label, correct):
+        if ok:
+            golds[d].add(lab)
+    return LabelledDocs("t", [None] * len(golds), golds, features=np.zeros((len(rows), 3)),
+                        explicit=explicit.astype(bool), gate=gate.astype(float), correct=correct.astype(bool),
+                        doc_id=doc, sent_id=sent, label_id=label)
+
+
+def test_simulated_decisions_apply_gate_kinds_and_the_cap_per_sentence():
+    t = table([(0, 0, 1, True, 0.2, True), (0, 0, 2, False, 0.2, True), (0, 1, 3, False, 0.9, False),
+               (0, 1, 4, False, 0.9, True), (0, 1, 5, False, 0.9, False)])
+    probs = np.array([0.9, 0.9, 0.8, 0.7, 0.6])
+    open_gate = simulate(t, probs, Thresholds(0.0, False, 0.5, 0.5), max_k=2)
+    assert open_gate.tolist() == [True, True, True, True, False]  # sentence 1 capped at its two most probable
+    gated = simulate(t, probs, Thresholds(0.5, False, 0.5, 0.5), max_k=2)
+    assert gated.tolist() == [True, False, True, True, False]  # the gate drops sentence 0's implied skill only
+    strict = simulate(t, probs, Thresholds(0.5, True, 0.5, 0.5), max_k=2, order=decision_order(t, probs))
+    assert strict.tolist() == [False, False, True, True, False]  # ...and its literal match with gate_explicit
+    tp, fp, fn = micro_counts(t, open_gate)
+    assert (tp, fp, fn) == (3, 1, 0)
+
+
+def test_set_scores_count_predictions_on_sentences_without_gold_as_false_positives():
+    m = score_sets([{"a", "b"}, {"c"}, set()], [{"a"}, None, {"d"}])
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 2, 1)
+    assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(0.5)
+
+
+def test_boilerplate_split_is_by_key_and_keeps_only_frequent_lines_without_a_skill(tmp_path):
+    rows = [{"key": k, "text": f"line {k}", "ads": ads, "has_skill": skill}
+            for k, ads, skill in [(5, 30, False), (19, 25, False), (20, 40, False), (77, 21, False),
+                                  (3, 50, True), (8, 10, False), (2**64 - 1, 22, False)]]
+    (tmp_path / "boilerplate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    split = boilerplate_negatives(tmp_path, CalibrationSettings(min_ads=20, held_back_percent=20))
+    assert split.held_back == ["line 5", "line 19", f"line {2**64 - 1}"]  # key % 100 < 20 (2**64 - 1 ends in 15)
+    assert split.fit == ["line 20", "line 77"]  # not the line with a skill, nor the one in 10 ads
+
+
+def test_missing_boilerplate_file_names_it(tmp_path):
+    with pytest.raises(EscoDataError, match="boilerplate.jsonl"):
+        boilerplate_negatives(tmp_path, CalibrationSettings())
+
+
+@pytest.mark.parametrize("key,value", [("max_skills_per_sentence", 0), ("max_nonskill_share", 1.5),
+                                       ("held_back_percent", 100), ("gate_l2", 0.0)])
+def test_bad_calibration_settings_name_the_key(key, value):
+    with pytest.raises(ConfigError, match=key):
+        CalibrationSettings(**{key: value}).validate()
+
+
+def test_reliability_diagram_is_valid_svg_with_one_point_per_bin():
+    rng = np.random.default_rng(1)
+    probs = rng.random(500)
+    correct = rng.random(500) < probs
+    bins = reliability_bins(probs, correct, n_bins=5)
+    assert [b["n"] for b in bins] == [int(((probs >= lo) & (probs < lo + 0.2)).sum()) for lo in (0, .2, .4, .6, .8)]
+    assert bins[-1]["precision"] > bins[0]["precision"]
+    root = ET.fromstring(reliability_svg({"implied": bins, "explicit": bins[:2]}, "a <title> & more"))
+    circles = root.findall("{http://www.w3.org/2000/svg}circle")
+    assert len(circles) == 5 + 2 + 2  # points of both series + their legend marks
+
+
+def test_thresholds_follow_the_half_f1_rule_within_the_boilerplate_bound():
+    rng = np.random.default_rng(2)
+    n = 400  # one implied candidate per sentence, probabilities calibrated by construction
+    probs = rng.random(n)
+    t = table([(i, i, 0, False, 1.0, ok) for i, ok in enumerate(rng.random(n) < probs)])
+    boiler = table([(i, i, 0, False, 1.0, False) for i in range(200)])
+    t.features = np.c_[np.log(probs / (1 - probs)), np.zeros((n, len(SKILL_FEATURES) - 2))]
+    boiler.features = np.c_[rng.normal(-2.0, 1.5, 200), np.zeros((200, len(SKILL_FEATURES) - 2))]
+    identity = np.r_[0.0, 1.0, np.zeros(len(SKILL_FEATURES) - 1)]  # probability = sigmoid(first feature)
+    models = DecisionModels(identity, identity)
+    free, found = search_thresholds(t, models, None, CalibrationSettings(max_nonskill_share=1.0))
+    assert free.implied == free.explicit == pytest.approx(found["best_f1_on_grid"] / 2, abs=1e-3)
+    bounded, bound_found = search_thresholds(t, models, boiler, CalibrationSettings(max_nonskill_share=0.05))
+    assert bound_found["boilerplate_share"] <= 0.05 < search_thresholds(
+        t, models, boiler, CalibrationSettings(max_nonskill_share=1.0))[1]["boilerplate_share"]
+    assert bounded.implied > free.implied  # the bound raised the implied threshold
+
+
+def test_calibrate_command_writes_a_literal_only_calibration_into_a_matcher_pipeline(matcher_dir, shared_path,
+                                                                                      tmp_path):
+    """The whole command on the cheapest real pipeline: the matcher alone has no encoder, so no gate and no
+    implied skill; its literal matches still get a fitted probability and threshold."""
+    import shutil
+
+    import spacy
+    from typer.testing import CliRunner
+
+    from pipeline.commands.cli import app
+
+    model = tmp_path / "matcher"
+    shutil.copytree(matcher_dir, model)
+    files = [str(shared_path / "benchmark" / f"{n}_validation_annotations.csv") for n in ("tech", "house")]
+    result = CliRunner().invoke(app, ["calibrate", str(model), "--validation", files[0], "--validation", files[1],
+                                      "--reliability", str(tmp_path / "r.svg")])
+    assert result.exit_code == 0, result.output
+    assert "fit on house, scored on tech" in result.output and "the gate stays open" in result.output
+    nlp = spacy.load(model)
+    assert nlp.pipe_names[-1] == "esco_skill_decider" and nlp.get_pipe("esco_skill_decider").calibrated
+    assert nlp.meta["calibration"]["validation"]["fit on tech, scored on house"]["decider"]["tp"] > 0
+    ET.fromstring((tmp_path / "r.svg").read_text())
+    missing = CliRunner().invoke(app, ["calibrate", str(tmp_path / "nowhere"), "--validation", files[0]])
+    assert missing.exit_code == 2 and "nowhere" in missing.output
