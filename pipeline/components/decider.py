@@ -105,20 +105,12 @@ def sentence_vector(encoding: TokenEncoding) -> np.ndarray:
 
 def encode_sentences(encoder, texts: Sequence[str]) -> List[TokenEncoding]:
     """``encode_tokens`` of each text, each distinct text encoded once (boilerplate repeats across ads), sorted by
-    length so that a batch pads little (``encode_tokens`` batches in the order it is given).
-
-    In eval mode: ``TransformerEncoder.encode`` leaves the wrapped model in the wrapper's mode, which is training
-    for a freshly loaded encoder, and ``encode_tokens`` does not switch it — dropout would make the gate and the
-    evidence random after the ranker's first batch."""
+    length so that a batch pads little (``encode_tokens`` batches in the order it is given; it runs in eval
+    mode itself)."""
     unique = sorted(set(texts), key=len)
     if not unique:
         return []
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        encoded = dict(zip(unique, encoder.encode_tokens(unique)))
-    finally:
-        encoder.train(was_training)
+    encoded = dict(zip(unique, encoder.encode_tokens(unique)))
     return [encoded[t] for t in texts]
 
 

@@ -13,9 +13,10 @@ is rebuilt when the float weights changed since it was made.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union, get_args
+from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union, get_args
 
 import numpy as np
 import torch
@@ -247,8 +248,6 @@ class TransformerEncoder(torch.nn.Module):
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        was_training = self.training
-        self.eval()
         order = np.argsort([len(t) for t in texts], kind="stable")
         size = batch_size or self.settings.batch_size
         starts = range(0, len(texts), size)
@@ -256,11 +255,22 @@ class TransformerEncoder(torch.nn.Module):
             from tqdm import tqdm
 
             starts = tqdm(starts, desc="encoding", unit="batch")
-        for start in starts:
-            idx = order[start : start + size]
-            out[idx] = self.forward([texts[i] for i in idx], max_length).float().cpu().numpy()
-        self.train(was_training)
+        with self.evaluating():
+            for start in starts:
+                idx = order[start : start + size]
+                out[idx] = self.forward([texts[i] for i in idx], max_length).float().cpu().numpy()
         return out
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for the block, the previous mode restored after it: the trainer embeds between
+        its steps, and every inference path must see the same deterministic vectors."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     @torch.inference_mode()
     def encode_tokens(self, texts: Sequence[str], max_length: Optional[int] = None,
@@ -274,20 +284,26 @@ class TransformerEncoder(torch.nn.Module):
         texts = list(texts)
         out: List[Tuple[np.ndarray, np.ndarray]] = []
         size = batch_size or self.settings.batch_size
-        for start in range(0, len(texts), size):
-            chunk = texts[start : start + size]
-            batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt",
-                                   max_length=max_length or self.settings.max_length, return_offsets_mapping=True,
-                                   return_special_tokens_mask=True)
-            offsets = batch.pop("offset_mapping").numpy()
-            special = batch.pop("special_tokens_mask").numpy().astype(bool)
-            batch = batch.to(self.model.device)
-            hidden = torch.nn.functional.normalize(self.hidden_states(batch), p=2, dim=-1)
-            hidden = hidden.float().cpu().numpy()
-            mask = batch["attention_mask"].cpu().numpy().astype(bool)
-            for i in range(len(chunk)):
-                keep = mask[i] & ~special[i]
-                out.append((offsets[i][keep].astype(np.int64), hidden[i][keep]))
+        with self.evaluating():
+            for start in range(0, len(texts), size):
+                out.extend(self._token_batch(texts[start : start + size], max_length))
+        return out
+
+    def _token_batch(self, chunk: List[str], max_length: Optional[int]) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """Offsets and token vectors of one batch (see ``encode_tokens``)."""
+        out: List[Tuple[np.ndarray, np.ndarray]] = []
+        batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt",
+                               max_length=max_length or self.settings.max_length, return_offsets_mapping=True,
+                               return_special_tokens_mask=True)
+        offsets = batch.pop("offset_mapping").numpy()
+        special = batch.pop("special_tokens_mask").numpy().astype(bool)
+        batch = batch.to(self.model.device)
+        hidden = torch.nn.functional.normalize(self.hidden_states(batch), p=2, dim=-1)
+        hidden = hidden.float().cpu().numpy()
+        mask = batch["attention_mask"].cpu().numpy().astype(bool)
+        for i in range(len(chunk)):
+            keep = mask[i] & ~special[i]
+            out.append((offsets[i][keep].astype(np.int64), hidden[i][keep]))
         return out
 
     def save(self, path: Union[str, Path]) -> None:
