@@ -99,6 +99,22 @@ def tiny_corpus(tmp_path_factory, shared_path, matcher_dir):
     return out
 
 
+NHS_MIN_ADS = 8  # 400 ads hold few lines seen in 20 ads; the slice's boilerplate is the lines seen in 8 or more
+
+
+@pytest.fixture(scope="session")
+def nhs_corpus(tmp_path_factory, shared_path, matcher_dir):
+    """400 real NHS ads as a corpus whose boilerplate.jsonl holds lines seen in ``NHS_MIN_ADS`` ads: enough
+    boilerplate for a gate (the decider's, self-training's filter)."""
+    from pipeline.corpus.build import build_corpus
+
+    out = tmp_path_factory.mktemp("nhs_corpus")
+    build_corpus([shared_path / "jobads" / "nhs_jobs_2020.jsonl.gz"], out, pipeline_path=matcher_dir, limit=400,
+                 text_field="description", id_field="id", dev_fraction=0.2, seed=0, workers=1,
+                 boilerplate_min_ads=NHS_MIN_ADS)
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_corpus, esco_path, shared_path):
     out = tmp_path_factory.mktemp("trained") / "model"

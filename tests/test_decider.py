@@ -13,8 +13,8 @@ from pipeline.components.pipes import BOILERPLATE, DECIDER
 from pipeline.components.predictions import mark_skipped
 from pipeline.errors import ConfigError, IncompletePipelineError
 from pipeline.evaluation.calibration import CalibrationSettings, calibrate_pipeline, save_calibration
+from conftest import NHS_MIN_ADS as MIN_ADS
 
-MIN_ADS = 8  # 400 ads hold few lines seen in 20 ads; the slice's boilerplate is the lines seen in 8 or more
 SETTINGS = CalibrationSettings(min_ads=MIN_ADS, gate_positives=400, gate_report_positives=150)
 EXPLICIT = "Experience with postgresql is essential."
 IMPLIED = "You will keep the ward's patient files in order."
@@ -24,17 +24,6 @@ NO_SKILL_AD = ("About us:\nWe offer 27 days holiday plus bank holidays and a com
 
 def benchmark(shared_path):
     return [shared_path / "benchmark" / f"{name}_validation_annotations.csv" for name in ("tech", "house")]
-
-
-@pytest.fixture(scope="module")
-def nhs_corpus(tmp_path_factory, shared_path, matcher_dir):
-    from pipeline.corpus.build import build_corpus
-
-    out = tmp_path_factory.mktemp("nhs_corpus")
-    build_corpus([shared_path / "jobads" / "nhs_jobs_2020.jsonl.gz"], out, pipeline_path=matcher_dir, limit=400,
-                 text_field="description", id_field="id", dev_fraction=0.2, seed=0, workers=1,
-                 boilerplate_min_ads=MIN_ADS)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,35 @@ def test_self_training_labels_only_confident_unmatched_train_sentences(taxonomy,
         SelfTrainingPairs().pairs(SupervisionContext(taxonomy, ranker.index.uris, tiny_corpus, random.Random(0)))
     with pytest.raises(ConfigError, match="min_score"):
         SelfTrainingPairs(min_score=1.5)
+
+
+def test_self_training_gate_keeps_skill_sentences_and_drops_more_unmatched_ones(taxonomy, nhs_corpus, pipeline_nlp,
+                                                                                 tmp_path):
+    """The gate fitted on the corpus keeps held-out sentences that name a skill more often than the unmatched
+    sentences it filters, and only narrows the pseudo-labels the ungated source gives."""
+    from conftest import NHS_MIN_ADS
+    from pipeline.corpus.build import load_corpus
+    from pipeline.errors import ConfigError
+    from pipeline.training.supervision import SelfTrainingPairs
+
+    ranker = pipeline_nlp.get_pipe("esco_skill_ranker")
+
+    def fresh(corpus=nhs_corpus):  # the same seeded sample of sentences every call
+        return SupervisionContext(taxonomy, ranker.index.uris, corpus, random.Random(0), ranker=ranker)
+
+    ctx = fresh()
+    settings = dict(max_sentences=200, min_score=0.0, min_margin=0.0, agreement_k=0, max_pairs_per_skill=0)
+    gated = SelfTrainingPairs(min_gate=0.5, gate_min_ads=NHS_MIN_ADS, gate_positives=300, **settings)
+    unmatched = gated.sentences(ctx)
+    dev = [row["text"] for row in load_corpus(nhs_corpus)["dev"]][:200]  # name a skill; the gate fits on train
+    kept_unmatched = gated.gated(ctx, unmatched)
+    kept_dev = gated.gated(ctx, dev)
+    assert set(kept_unmatched) <= set(unmatched) and 0 < len(kept_unmatched) < len(unmatched)
+    assert len(kept_dev) / len(dev) > len(kept_unmatched) / len(unmatched) + 0.1
+
+    everything = {(p.text, p.skill) for p in SelfTrainingPairs(**settings).pairs(fresh())}
+    narrowed = {(p.text, p.skill) for p in gated.pairs(fresh())}
+    assert narrowed < everything and {text for text, _ in narrowed} == set(kept_unmatched)
+
+    with pytest.raises(ConfigError, match="min_gate"):
+        gated.gated(fresh(tmp_path), ["Experience with PostgreSQL is essential."])
