@@ -51,7 +51,7 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,8 +60,8 @@ from pipeline.commands.extract import CSV_COLUMNS, ExtractSummary, csv_rows, pip
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.constraints import PositiveInt, check_values
 from pipeline.errors import ConfigError, EscoDataError
-from pipeline.io.jobads import (FILE_ERROR, AdFormat, InputFile, JobAd, ReadReport, iter_ads, resolve_inputs)
-from pipeline.io.jobads import _id_of, _source_of, _text_of  # the reader's field rules, for Parquet rows too
+from pipeline.io.jobads import (FILE_ERROR, AdFormat, InputFile, JobAd, ReadReport, ad_from_record, iter_ads,
+                                resolve_inputs)
 
 PathLike = Union[str, Path]
 INSTALL_HINT = 'pip install ".[ray]"'
@@ -163,11 +163,10 @@ def _parquet_ads(spec: InputSpec, ad_format: AdFormat, report: ReadReport) -> It
         for batch in handle.iter_batches(batch_size=1024, columns=columns):
             for row in batch.to_pylist():
                 row_no += 1
-                text = _text_of(row, ad_format.text_field, path, row_no, report)
-                if text is not None:
+                ad = ad_from_record(row, ad_format, path, row_no, spec.default_source, report)
+                if ad is not None:
                     report.file(path).ads_read += 1
-                    yield JobAd(_id_of(row, ad_format.id_field, path, row_no, report), text,
-                                _source_of(row, ad_format.source_field, spec.default_source))
+                    yield ad
     except (OSError, pa.ArrowException) as err:
         report.problem(path, row_no + 1, FILE_ERROR, "unreadable file", f"after row {row_no}: {err}")
         return
@@ -623,7 +622,8 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
             for n in workers:
                 key = f"extract, Ray Data, {n} worker(s)"
                 settings = RaySettings(num_workers=n, batch_size=batch_size)
-                out[key] = rate(lambda: extract_ray(model, path, folder / f"ray-{next(runs)}", settings=settings),
-                                len(ads), repeats, "ads/s")
+                run = lambda settings=settings: extract_ray(model, path, folder / f"ray-{next(runs)}",  # noqa: E731
+                                                           settings=settings)
+                out[key] = rate(run, len(ads), repeats, "ads/s")
                 out[key]["x single process"] = out[key]["ads/s"] / out[single]["ads/s"]
     return out

@@ -270,10 +270,9 @@ def _jsonl_ads(file: InputFile, ad_format: AdFormat, report: ReadReport) -> Iter
         record = _parse_json(_decode(raw, file.path, line_no, report), file.path, line_no, report)
         if record is None:
             continue
-        text = _text_of(record, ad_format.text_field, file.path, line_no, report)
-        if text is not None:
-            yield JobAd(_id_of(record, ad_format.id_field, file.path, line_no, report), text,
-                        _source_of(record, ad_format.source_field, file.default_source))
+        ad = ad_from_record(record, ad_format, file.path, line_no, file.default_source, report)
+        if ad is not None:
+            yield ad
 
 
 def _parse_json(line: str, path: Path, line_no: int, report: ReadReport) -> Optional[dict]:
@@ -286,6 +285,17 @@ def _parse_json(line: str, path: Path, line_no: int, report: ReadReport) -> Opti
         report.problem(path, line_no, REJECTED, "not a JSON object", type(record).__name__)
         return None
     return record
+
+
+def ad_from_record(record: dict, ad_format: AdFormat, path: Path, line_no: int, default_source: str,
+                   report: ReadReport) -> Optional[JobAd]:
+    """One record (a JSON Lines object, a Parquet row) as an ad by the readers' shared rules: without usable text
+    it is rejected (``None``, counted in ``report``), without an id it gets ``file:line`` as id."""
+    text = _text_of(record, ad_format.text_field, path, line_no, report)
+    if text is None:
+        return None
+    return JobAd(_id_of(record, ad_format.id_field, path, line_no, report), text,
+                 _source_of(record, ad_format.source_field, default_source))
 
 
 def _text_of(record: dict, key: str, path: Path, line_no: int, report: ReadReport) -> Optional[str]:
