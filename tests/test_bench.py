@@ -39,10 +39,11 @@ def test_bench_times_extract_in_one_process_and_on_ray_with_each_worker_count(ma
 
     ads = bench_ads([shared_path / "jobads" / "nhs_jobs_2020.jsonl.gz"], 12)
     results = bench_engines(matcher_dir, ads, (1, 2), batch_size=4, repeats=1)
-    for key in ("extract, single process", "extract, Ray Data, 1 worker(s)", "extract, Ray Data, 2 worker(s)"):
+    for key in ("extract, single process", "extract, Ray Data, 1 worker(s) x 1 CPU",
+                "extract, Ray Data, 2 worker(s) x 1 CPU"):
         assert results[key]["n"] == 12 and results[key]["ads/s"] > 0
-    ratio = results["extract, Ray Data, 2 worker(s)"]["x single process"]
-    assert ratio == pytest.approx(results["extract, Ray Data, 2 worker(s)"]["ads/s"]
+    ratio = results["extract, Ray Data, 2 worker(s) x 1 CPU"]["x single process"]
+    assert ratio == pytest.approx(results["extract, Ray Data, 2 worker(s) x 1 CPU"]["ads/s"]
                                   / results["extract, single process"]["ads/s"])
 
 

@@ -214,6 +214,7 @@ def test_engine_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch, ma
     ([], "--engine ray needs --output"),
     (["--engine", "spark"], "--engine must be 'single' or 'ray', got 'spark'"),
     (["--num-workers", "0"], "[extract --engine ray] num_workers must be > 0, got 0"),
+    (["--cpus-per-worker", "0"], "[extract --engine ray] cpus_per_worker must be > 0, got 0"),
 ])
 def test_engine_ray_refuses_what_it_does_not_do(tmp_path, matcher_dir, jobads, options, message):
     if not HAS_RAY and "spark" not in message:

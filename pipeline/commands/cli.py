@@ -62,6 +62,8 @@ def extract(
     engine: str = typer.Option("single", "--engine", help="single (this process) or ray (Ray Data, Parquet out; "
                                                           "pip install \".[ray]\")."),
     num_workers: int = typer.Option(2, "--num-workers", help="--engine ray: actors, each loads the pipeline once."),
+    cpus_per_worker: int = typer.Option(1, "--cpus-per-worker", help="--engine ray: CPUs (and torch threads) each "
+                                                                     "actor asks Ray for."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the Ray cluster to join (default "
                                                                   "RAY_ADDRESS, else a local Ray)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Encoder backend: torch or onnx-int8 (pip install "
@@ -77,7 +79,7 @@ def extract(
 
         try:
             result = run_ray_command(model, inputs, output, engine=engine, num_workers=num_workers,
-                                     batch_size=batch_size, address=address, config=config, text_field=text_field,
+                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, address=address, config=config, text_field=text_field,
                                      id_field=id_field, lines=lines, single_only={"--csv": csv_output, "--html": html,
                                      "--table": table, "--ranking": ranking, "--n-process": n_process != 1})
         except KNOWN_ERRORS as err:
@@ -213,6 +215,7 @@ def bench(
     backend: str = typer.Option("onnx-int8", "--backend", help="Also time this encoder backend ('' to skip)."),
     ray_workers: List[int] = typer.Option([1, 2], "--ray-workers", help="Also time extract on Ray Data with these "
                                                                         "worker counts (0 to skip)."),
+    ray_cpus_per_worker: int = typer.Option(1, "--ray-cpus-per-worker", help="CPUs (torch threads) per Ray actor."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
     from pipeline.evaluation.bench import bench_ads, format_results, installed_extras, run_benchmarks
@@ -224,7 +227,8 @@ def bench(
         if ray_workers:
             from pipeline.commands.ray_engine import bench_engines
 
-            results.update(bench_engines(model, bench_ads(jobads, ads), ray_workers, batch_size, repeats))
+            results.update(bench_engines(model, bench_ads(jobads, ads), ray_workers, batch_size, repeats,
+                                         cpus_per_worker=ray_cpus_per_worker))
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(format_results(results, model, batch_size, repeats))

@@ -579,7 +579,7 @@ def extract_ray(
 
 def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optional[PathLike], *, engine: str,
                     single_only: Dict[str, Any], num_workers: int, batch_size: int, address: Optional[str],
-                    config: Optional[Dict[str, Any]] = None, text_field: str = "description", id_field: str = "id",
+                    cpus_per_worker: int = 1, config: Optional[Dict[str, Any]] = None, text_field: str = "description", id_field: str = "id",
                     lines: bool = False) -> RayRunResult:
     """``extract --engine ray``: refuse what only the single engine does (``single_only``: option → value given),
     then ``extract_ray``."""
@@ -592,14 +592,15 @@ def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optiona
                           "(ads, skills) and summary.json to --output")
     if output is None:
         raise ConfigError("--engine ray needs --output DIR: the folder of Parquet tables")
-    settings = RaySettings(num_workers=num_workers, batch_size=batch_size, address=address)
+    settings = RaySettings(num_workers=num_workers, batch_size=batch_size, cpus_per_worker=cpus_per_worker,
+                           address=address)
     return extract_ray(model, inputs, output, settings=settings, text_field=text_field, id_field=id_field,
                        lines=lines, config=config)
 
 
 # ---------------------------------------------------------------------------------------------------- bench
 def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], batch_size: int,
-                  repeats: int) -> Dict[str, Dict[str, float]]:
+                  repeats: int, cpus_per_worker: int = 1) -> Dict[str, Dict[str, float]]:
     """``make bench``'s engine rows: ``extract`` of the same ads end to end (pipeline loading included, JSONL or
     Parquet written) in one process, then on Ray Data with each worker count, on one local Ray with
     ``max(workers)`` CPUs started for it (Ray's start-up is not timed: a cluster is up before a run)."""
@@ -617,11 +618,11 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
         single = "extract, single process"
         out[single] = rate(lambda: extract_file(model, path, folder / f"{next(runs)}.jsonl", batch_size=batch_size),
                            len(ads), repeats, "ads/s")
-        with ray_session(RaySettings(num_workers=max(workers))) as ray:
+        with ray_session(RaySettings(num_workers=max(workers), cpus_per_worker=cpus_per_worker)) as ray:
             ray.data.DataContext.get_current().enable_progress_bars = False
             for n in workers:
-                key = f"extract, Ray Data, {n} worker(s)"
-                settings = RaySettings(num_workers=n, batch_size=batch_size)
+                key = f"extract, Ray Data, {n} worker(s) x {cpus_per_worker} CPU"
+                settings = RaySettings(num_workers=n, batch_size=batch_size, cpus_per_worker=cpus_per_worker)
                 run = lambda settings=settings: extract_ray(model, path, folder / f"ray-{next(runs)}",  # noqa: E731
                                                            settings=settings)
                 out[key] = rate(run, len(ads), repeats, "ads/s")
