@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import spacy
 
-from pipeline.components.assembly import base_config, build_pipeline
+from pipeline.components.assembly import base_config
+from pipeline.components.pipes import load_pipeline
 from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, resolve_model_path
 from pipeline.errors import ConfigError, ModelNotFoundError
 from pipeline.components.predictions import SPANS_KEY
@@ -49,9 +50,11 @@ def test_sentence_predictions_and_ad_aggregate_use_max_rule(pipeline_nlp, uri_of
     assert scores == sorted(scores, reverse=True)
 
 
-def test_top_k_and_threshold_limit_implicit_predictions(esco_path):
-    config = base_config().merge({"components": {"esco_skill_ranker": {"top_k": 3, "threshold": 0.45}}})
-    nlp = build_pipeline(config, esco_path)
+def test_top_k_and_threshold_limit_implicit_predictions(pipeline_dir, pipeline_nlp):
+    """Set as config overrides at load time (the saved skill index is reused: no 13,896-skill re-embedding)."""
+    unlimited = [p.score for p in pipeline_nlp(IMPLICIT)._.esco_skills]
+    assert len(unlimited) > 3 and min(unlimited) < 0.45  # so that both limits have something to cut
+    nlp = load_pipeline(pipeline_dir, config={"components": {"esco_skill_ranker": {"top_k": 3, "threshold": 0.45}}})
     doc = nlp(IMPLICIT)
     assert 0 < len(doc._.esco_skills) <= 3
     assert all(p.score >= 0.45 for p in doc._.esco_skills)

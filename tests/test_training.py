@@ -13,7 +13,7 @@ from thinc.api import Config
 
 import pipeline.training.trainer as trainer_module
 from pipeline.components.pipes import ALL_PIPES
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, EscoDataError
 from pipeline.training.config import read_config, resolve_training
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.training.settings import TrainingSettings, resolve_device
@@ -184,3 +184,12 @@ def test_combined_selection_without_dev_signals_is_refused(tiny_corpus, esco_pat
     with pytest.raises(ConfigError, match="dev_signals"):
         train(str(ROOT / "configs" / "implied.cfg"), tiny_corpus, tmp_path / "m", esco=esco_path,
               overrides=["training.dev_signals=false"])
+
+
+def test_a_missing_validation_file_fails_before_training(tiny_corpus, esco_path, tmp_path):
+    """The file is read up front: nothing is built, and no output or checkpoint is written."""
+    missing = tmp_path / "TECH_validation.csv"
+    with pytest.raises(EscoDataError, match="TECH_validation.csv"):
+        train(str(ROOT / "configs" / "implied.cfg"), tiny_corpus, tmp_path / "m", esco=esco_path,
+              validation=[missing])
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.checkpoint").exists()

@@ -61,6 +61,15 @@ def _candidates(path: str) -> List[str]:
             for stem in stems for depth in range(deep)] + [str(Path(path).resolve())]
 
 
+def check_validation_files(files: Sequence[PathLike]) -> None:
+    """Read every validation file once, up front: a missing or malformed file must fail before minutes of corpus
+    loading and training, not at the first evaluation."""
+    from pipeline.evaluation.benchmark import read_benchmark
+
+    for path in files:
+        read_benchmark(path)
+
+
 def validation_scores(nlp: Language, files: Sequence[PathLike]) -> Dict[str, float]:
     """``{name}/rp@5``, ``{name}/rp@10``, ``{name}/mrr`` per file, and ``rp@5``: their mean RP@5."""
     from pipeline.evaluation.benchmark import evaluate_benchmark

@@ -32,7 +32,8 @@ from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
 from pipeline.evaluation.calibration import calibrate_pipeline, record as record_calibration
 from pipeline.evaluation.dev_signals import DevSignals, build_dev_signals, dev_signal_scores
-from pipeline.evaluation.validation import COMBINED_METRIC, SELECTION_METRIC, combined_score, validation_scores
+from pipeline.evaluation.validation import (COMBINED_METRIC, SELECTION_METRIC, check_validation_files,
+                                            combined_score, validation_scores)
 from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.corpus.masking import mask_mentions
@@ -285,6 +286,7 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     device = resolve_device(settings.device)  # before any slow work: a missing GPU is a config error
     if settings.selection == "combined" and not settings.dev_signals:
         raise ConfigError('[training] selection = "combined" needs dev_signals = true')
+    check_validation_files(validation)
     seed = config_seed(config)
     fix_random_seed(seed)
     if settings.torch_threads:
