@@ -88,6 +88,10 @@ class RaySettings:
     num_workers: PositiveInt = 2  # actors, each holding one loaded pipeline
     batch_size: PositiveInt = 32  # ads per actor call (and nlp.pipe's batch size)
     cpus_per_worker: PositiveInt = 1  # CPUs (and torch threads) each actor asks Ray for
+    # Batches handed to an actor before it is free. One keeps the pool evenly loaded: a batch takes seconds, so
+    # nothing is gained by queueing, and a queue of four (Ray's default) left one actor idle for the last ~15 %
+    # of a 600-ad run while the other worked through its queue.
+    batches_per_worker: PositiveInt = 1
     max_restarts: PositiveInt = 3  # restarts of a killed actor, and retries of its batch, before the run fails
     part_ads: PositiveInt = 1000  # ads per Parquet part (at least; the last part of an input may hold fewer)
     block_bytes: PositiveInt = 128 * 1024  # Ray Data's block size target in this run: about one batch of ads
@@ -561,7 +565,9 @@ def extract_ray(
                 ds = ds.map_batches(actor, fn_constructor_kwargs={"model": str(model), "config": config,
                                                                   "batch_size": settings.batch_size},
                                     batch_size=settings.batch_size, batch_format="pyarrow",
-                                    compute=ray.data.ActorPoolStrategy(size=settings.num_workers),
+                                    compute=ray.data.ActorPoolStrategy(
+                                        size=settings.num_workers,
+                                        max_tasks_in_flight_per_actor=settings.batches_per_worker),
                                     num_cpus=settings.cpus_per_worker, max_restarts=settings.max_restarts,
                                     max_task_retries=settings.max_restarts)
             sink = _datasink(folder.staging, min_rows=settings.part_ads)
