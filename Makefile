@@ -18,7 +18,7 @@ METRICS ?= $(BUILD)/metrics.json
 SAMPLE ?= corpora/fixtures/sample_job_ad.html
 LIMIT ?=
 MODELS ?= $(MODEL_DIR)
-TEST_ARGS ?=
+TEST_ARGS ?= -m "not slow"
 OUT ?= $(BUILD)/extract-ray
 WORKERS ?= 2
 
@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test corpus train evaluate bench package ablation assemble clean
+.PHONY: install run test test-all corpus train evaluate bench package ablation assemble clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ assemble: install
 
 test: install
 	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_ARGS)
+
+# Every test, the slow ones too (a training or a Ray run resumed, the full pipeline and the bench on Ray).
+test-all: install
+	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest
 
 corpus: install
 	$(BIN)/python -m pipeline corpus $(JOBADS) --esco $(ESCO) --output $(CORPUS_DIR) $(if $(LIMIT),--limit $(LIMIT))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -45,6 +46,22 @@ def test_bench_times_extract_in_one_process_and_on_ray_with_each_worker_count(ma
     ratio = results["extract, Ray Data, 2 worker(s) x 1 CPU"]["x single process"]
     assert ratio == pytest.approx(results["extract, Ray Data, 2 worker(s) x 1 CPU"]["ads/s"]
                                   / results["extract, single process"]["ads/s"])
+    for key in ("extract, Ray Data, 1 worker(s) x 1 CPU", "extract, Ray Data, 2 worker(s) x 1 CPU"):
+        timing = results[key]
+        assert timing["start-up s"] > 0 and timing["tail s"] >= 0 and 0 < timing["actor busy share"] <= 1
+
+
+def test_timeline_stats_split_a_run_into_start_up_busy_share_and_tail(tmp_path):
+    from pipeline.commands.ray_engine import timeline_stats
+
+    events = [{"actor": 1, "event": "load", "start": 100.0, "end": 104.0},
+              {"actor": 1, "event": "batch", "start": 105.0, "end": 109.0, "rows": 8},
+              {"actor": 1, "event": "batch", "start": 110.0, "end": 115.0, "rows": 8},
+              {"actor": 2, "event": "batch", "start": 106.0, "end": 111.0, "rows": 8}]  # idle from 111 to 115
+    path = tmp_path / "timeline.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    stats = timeline_stats(path, run_start=100.0, run_end=118.0)
+    assert stats == pytest.approx({"start-up s": 5.0, "tail s": 3.0, "actor busy share": 14.0 / 20.0})
 
 
 def test_bench_leaves_out_what_is_not_installed_and_says_so(monkeypatch):

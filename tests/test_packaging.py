@@ -38,7 +38,6 @@ def test_package_meta_names_esco_attribution_license_and_the_project_requirement
     assert "spacy>=3.8" in meta["requirements"]
 
 
-@pytest.mark.slow
 def test_wheel_installs_in_fresh_venv_and_loads_offline(trained, tmp_path):
     model_dir, _ = trained
     wheel = build_package(model_dir, tmp_path / "dist")

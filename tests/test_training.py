@@ -5,6 +5,7 @@ import random
 import shutil
 from itertools import islice
 
+import numpy as np
 import pytest
 import spacy
 import torch
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from thinc.api import Config
 
 import pipeline.training.trainer as trainer_module
+from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path
 from pipeline.components.pipes import ALL_PIPES
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.training.config import read_config, resolve_training
@@ -60,6 +62,30 @@ def test_trained_pipeline_round_trips_with_identical_scores(trained, tmp_path):
     assert [[u for u, _ in row] for row in before] == [[p.uri for p in nlp(t)._.esco_skills] for t in texts]
 
 
+def test_shipped_skill_index_is_embedded_by_the_shipped_weights(trained):
+    """The trainer re-embeds the index only when the weights changed (``weights_fingerprint``): the index it ships
+    must still be that of the weights it ships, not of an earlier evaluation's."""
+    nlp = spacy.load(trained[0])
+    ranker = nlp.get_pipe("esco_skill_ranker")
+    index, encoder = ranker.index, ranker.encoder
+    assert index.mode == "preferred" and len(index.vectors) == len(index.labels)  # one text per skill
+    rows = list(range(0, len(index.labels), 97))
+    again = encoder.encode([index.labels[i] for i in rows], max_length=encoder.settings.skill_max_length)
+    untrained = TransformerEncoder(resolve_model_path(DEFAULT_ENCODER), EncoderSettings())
+    before = untrained.encode([index.labels[i] for i in rows], max_length=encoder.settings.skill_max_length)
+    stale = np.abs(before - index.vectors[rows]).max()
+    assert np.abs(again - index.vectors[rows]).max() < min(2e-3, stale / 2)  # float16 on disk; stale would fail
+
+
+def test_weights_fingerprint_follows_any_change_of_the_weights():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    before = trainer_module.weights_fingerprint(model)
+    assert trainer_module.weights_fingerprint(model) == before
+    with torch.no_grad():
+        model[0].weight[0, 0] += 1e-6
+    assert trainer_module.weights_fingerprint(model) != before
+
+
 def test_saved_training_config_is_complete_and_reproducible(trained):
     out, _ = trained
     meta = json.loads((out / "meta.json").read_text())
@@ -81,6 +107,7 @@ def copy_trained(trained, tmp_path):
     return model
 
 
+@pytest.mark.slow
 def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(trained, tiny_corpus, esco_path,
                                                                            shared_path, tmp_path, monkeypatch):
     out, first = trained
@@ -186,10 +213,10 @@ def test_combined_selection_without_dev_signals_is_refused(tiny_corpus, esco_pat
               overrides=["training.dev_signals=false"])
 
 
-def test_a_missing_validation_file_fails_before_training(tiny_corpus, esco_path, tmp_path):
-    """The file is read up front: nothing is built, and no output or checkpoint is written."""
+def test_a_missing_validation_file_fails_before_training(esco_path, tmp_path):
+    """The file is read up front, before the corpus (here: none) or ESCO is touched; nothing is written."""
     missing = tmp_path / "TECH_validation.csv"
     with pytest.raises(EscoDataError, match="TECH_validation.csv"):
-        train(str(ROOT / "configs" / "implied.cfg"), tiny_corpus, tmp_path / "m", esco=esco_path,
+        train(str(ROOT / "configs" / "implied.cfg"), tmp_path / "no-corpus", tmp_path / "m", esco=esco_path,
               validation=[missing])
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.checkpoint").exists()

@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -242,6 +243,46 @@ class PipelineActor:
                 "record": json.dumps(next(records), ensure_ascii=False) if row["kind"] == AD else None}
                for row in rows]
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
+
+
+class TimedPipelineActor(PipelineActor):
+    """A ``PipelineActor`` that appends when it loaded and how long each batch took to a JSON Lines file:
+    ``bench``'s view of where a Ray run's time goes (``timeline_stats``). For a local Ray: the file is on this
+    machine."""
+
+    def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32,
+                 timeline: str = ""):
+        started = time.time()
+        super().__init__(model, config, batch_size)
+        self.timeline = timeline
+        self._record("load", started)
+
+    def _record(self, event: str, started: float, **extra: Any) -> None:
+        with open(self.timeline, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"actor": os.getpid(), "event": event, "start": started, "end": time.time(),
+                                     **extra}) + "\n")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.time()
+        out = super().__call__(batch)
+        self._record("batch", started, rows=batch.num_rows)
+        return out
+
+
+def timeline_stats(path: PathLike, run_start: float, run_end: float) -> Dict[str, float]:
+    """Of one run's ``TimedPipelineActor`` timeline: seconds before the first batch (actors started, pipelines
+    loaded), seconds after the last (last parts written, inputs committed), and the share of the actors' time
+    between the two spent on batches (below 1: actors waiting for work, or starved of CPU by Ray's own
+    processes)."""
+    events = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    batches = [e for e in events if e["event"] == "batch"]
+    if not batches:
+        return {}
+    first, last = min(e["start"] for e in batches), max(e["end"] for e in batches)
+    actors = {e["actor"] for e in batches}
+    busy = sum(e["end"] - e["start"] for e in batches)
+    return {"start-up s": first - run_start, "tail s": run_end - last,
+            "actor busy share": busy / (len(actors) * (last - first)) if last > first else 1.0}
 
 
 # ---------------------------------------------------------------------------------------------------- write
@@ -534,12 +575,14 @@ def extract_ray(
     lines: bool = False,
     config: Optional[Dict[str, Any]] = None,
     actor: type = PipelineActor,
+    actor_options: Optional[Dict[str, Any]] = None,
 ) -> RayRunResult:
     """Extract every ad of ``inputs`` into the Parquet folder ``output`` on Ray Data (module docstring).
 
     ``model`` must be readable by every Ray node (a shared folder or an installed package name), and so must the
     inputs and ``output`` on a cluster. ``config`` overrides the pipeline's config in every actor (e.g.
-    ``backend_override("onnx-int8")``); ``actor`` is the class the pool runs (a subclass can add behaviour).
+    ``backend_override("onnx-int8")``); ``actor`` is the class the pool runs (a subclass can add behaviour) and
+    ``actor_options`` its constructor's further keyword arguments.
     """
     import_ray()  # before anything is written
     settings.validate()
@@ -563,7 +606,8 @@ def extract_ray(
                 # actor from looping forever.
                 warnings.simplefilter("ignore", DeprecationWarning)
                 ds = ds.map_batches(actor, fn_constructor_kwargs={"model": str(model), "config": config,
-                                                                  "batch_size": settings.batch_size},
+                                                                  "batch_size": settings.batch_size,
+                                                                  **(actor_options or {})},
                                     batch_size=settings.batch_size, batch_format="pyarrow",
                                     compute=ray.data.ActorPoolStrategy(
                                         size=settings.num_workers,
@@ -609,7 +653,8 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
                   repeats: int, cpus_per_worker: int = 1) -> Dict[str, Dict[str, float]]:
     """``make bench``'s engine rows: ``extract`` of the same ads end to end (pipeline loading included, JSONL or
     Parquet written) in one process, then on Ray Data with each worker count, on one local Ray with
-    ``max(workers)`` CPUs started for it (Ray's start-up is not timed: a cluster is up before a run)."""
+    ``max(workers)`` CPUs started for it (Ray's start-up is not timed: a cluster is up before a run). Each Ray
+    row adds ``timeline_stats`` of its last run: where the time the single process does not spend goes."""
     from pipeline.commands.extract import extract_file
     from pipeline.evaluation.bench import rate
 
@@ -629,8 +674,16 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
             for n in workers:
                 key = f"extract, Ray Data, {n} worker(s) x {cpus_per_worker} CPU"
                 settings = RaySettings(num_workers=n, batch_size=batch_size, cpus_per_worker=cpus_per_worker)
-                run = lambda settings=settings: extract_ray(model, path, folder / f"ray-{next(runs)}",  # noqa: E731
-                                                           settings=settings)
+                last: Dict[str, Any] = {}
+
+                def run(settings: RaySettings = settings, last: Dict[str, Any] = last) -> None:
+                    last["timeline"] = folder / f"timeline-{next(runs)}.jsonl"
+                    last["start"] = time.time()
+                    extract_ray(model, path, folder / f"ray-{last['timeline'].stem}", settings=settings,
+                                actor=TimedPipelineActor, actor_options={"timeline": str(last["timeline"])})
+                    last["end"] = time.time()
+
                 out[key] = rate(run, len(ads), repeats, "ads/s")
                 out[key]["x single process"] = out[key]["ads/s"] / out[single]["ads/s"]
+                out[key].update(timeline_stats(last["timeline"], last["start"], last["end"]))
     return out

@@ -161,7 +161,7 @@ def format_results(results: Dict[str, Dict[str, float]], model: Path, batch_size
         for name, value in values.items():
             if name in ("min", "max"):
                 continue
-            if name == "share of encoder limit":
+            if name in ("share of encoder limit", "actor busy share"):
                 parts.append(f"{name} {value:.0%}")
             elif name.startswith("speed-up") or name.startswith("x "):
                 parts.append(f"{name} {value:.2f}x")
