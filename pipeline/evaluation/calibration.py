@@ -195,20 +195,23 @@ def fit_gate(encoder, positives: Sequence[str], negatives: Sequence[str], *, l2:
     """Logistic regression over the sentence vector, classes weighted equally; also one model per fold of the
     negatives, each fitted without that fold, so that the threshold search can see the gate's out-of-fold
     probability of every boilerplate line it constrains (the gate fitted on a line is over-sure about it).
-    Negative ``i`` is in fold ``i % folds``."""
-    if not positives or len(negatives) < folds:
+    Negative ``i`` is in fold ``i % folds``. ``folds = 0``: the one gate only (a filter with no threshold search,
+    as self-training's)."""
+    if not positives or len(negatives) < max(folds, 1):
         raise EscoDataError(f"the gate needs both classes: {len(positives)} skill sentences, {len(negatives)} "
-                            f"boilerplate lines (at least {folds})")
+                            f"boilerplate lines (at least {max(folds, 1)})")
     vectors = gate_inputs(encoder, list(positives) + list(negatives))
     labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
     gate = _fit_gate_vectors(vectors, labels, l2)
+    fitted = gate.probability(vectors)
+    gate.report = {"positives": len(positives), "negatives": len(negatives),
+                   "auc_fit": roc_auc(fitted[labels == 1], fitted[labels == 0])}
+    if not folds:
+        return gate, []
     fold = np.r_[np.full(len(positives), -1), np.arange(len(negatives)) % folds]
     by_fold = [_fit_gate_vectors(vectors[fold != k], labels[fold != k], l2) for k in range(folds)]
-    fitted = gate.probability(vectors)
     out_of_fold = np.concatenate([by_fold[k].probability(vectors[fold == k]) for k in range(folds)])
-    gate.report = {"positives": len(positives), "negatives": len(negatives),
-                   "auc_fit": roc_auc(fitted[labels == 1], fitted[labels == 0]),
-                   "auc_negatives_out_of_fold": roc_auc(fitted[labels == 1], out_of_fold)}
+    gate.report["auc_negatives_out_of_fold"] = roc_auc(fitted[labels == 1], out_of_fold)
     return gate, by_fold
 
 

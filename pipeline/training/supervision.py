@@ -273,7 +273,7 @@ class SelfTrainingPairs(PairSource):
         negatives = boilerplate_negatives(ctx.corpus_dir, settings)
         positives = corpus_sentences(ctx.corpus_dir, "train", settings.gate_positives, settings.seed,
                                      settings.masked_share)
-        gate, _ = fit_gate(encoder, positives, negatives.fit + negatives.held_back, l2=settings.gate_l2)
+        gate, _ = fit_gate(encoder, positives, negatives.fit + negatives.held_back, l2=settings.gate_l2, folds=0)
         keep = gate.probability(gate_inputs(encoder, texts)) >= self.min_gate
         return [text for text, kept in zip(texts, keep) if kept]
 
