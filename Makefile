@@ -18,7 +18,8 @@ METRICS ?= $(BUILD)/metrics.json
 SAMPLE ?= corpora/fixtures/sample_job_ad.html
 LIMIT ?=
 MODELS ?= $(MODEL_DIR)
-TEST_ARGS ?= -m "not slow"
+TEST_ARGS ?=
+TEST_MARK ?= -m "not slow"
 OUT ?= $(BUILD)/extract-ray
 WORKERS ?= 2
 
@@ -48,11 +49,11 @@ assemble: install
 	$(BIN)/python -m pipeline assemble --esco $(ESCO) --output $(BASE_DIR)
 
 test: install
-	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_ARGS)
+	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_MARK) $(TEST_ARGS)
 
 # Every test, the slow ones too (a training or a Ray run resumed, the full pipeline and the bench on Ray).
 test-all: install
-	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest
+	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_ARGS)
 
 corpus: install
 	$(BIN)/python -m pipeline corpus $(JOBADS) --esco $(ESCO) --output $(CORPUS_DIR) $(if $(LIMIT),--limit $(LIMIT))

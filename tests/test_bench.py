@@ -55,9 +55,9 @@ def test_timeline_stats_split_a_run_into_start_up_busy_share_and_tail(tmp_path):
     from pipeline.commands.ray_engine import timeline_stats
 
     events = [{"actor": 1, "event": "load", "start": 100.0, "end": 104.0},
-              {"actor": 1, "event": "batch", "start": 105.0, "end": 109.0, "rows": 8},
-              {"actor": 1, "event": "batch", "start": 110.0, "end": 115.0, "rows": 8},
-              {"actor": 2, "event": "batch", "start": 106.0, "end": 111.0, "rows": 8}]  # idle from 111 to 115
+              {"actor": 1, "event": "batch", "start": 105.0, "end": 109.0, "ads": 8},
+              {"actor": 1, "event": "batch", "start": 110.0, "end": 115.0, "ads": 8},
+              {"actor": 2, "event": "batch", "start": 106.0, "end": 111.0, "ads": 8}]  # idle from 111 to 115
     path = tmp_path / "timeline.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     stats = timeline_stats(path, run_start=100.0, run_end=118.0)

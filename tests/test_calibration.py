@@ -10,7 +10,8 @@ import pytest
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.components.decider import SKILL_FEATURES
 from pipeline.evaluation.calibration import (CalibrationSettings, DecisionModels, LabelledDocs, Thresholds,
-                                             boilerplate_negatives, decision_order, fit_logistic, micro_counts,
+                                             boilerplate_negatives, decision_order, fit_gate, fit_logistic,
+                                             micro_counts,
                                              reliability_bins, reliability_svg, roc_auc, score_sets,
                                              search_thresholds, simulate)
 
@@ -142,3 +143,21 @@ def test_calibrate_command_writes_a_literal_only_calibration_into_a_matcher_pipe
     ET.fromstring((tmp_path / "r.svg").read_text())
     missing = CliRunner().invoke(app, ["calibrate", str(tmp_path / "nowhere"), "--validation", files[0]])
     assert missing.exit_code == 2 and "nowhere" in missing.output
+
+
+def test_a_gate_without_folds_fits_one_model_and_claims_no_out_of_fold_auc():
+    from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path
+
+    encoder = TransformerEncoder(resolve_model_path(DEFAULT_ENCODER), EncoderSettings())
+    positives = ["Experience with PostgreSQL is essential.", "You will keep the ward's patient files in order.",
+                 "Knowledge of Python and SQL is required.", "Provide personal care to the residents."]
+    negatives = ["We offer 25 days of annual leave.", "Apply online by Friday.", "Salary: 25,000 per year.",
+                 "Free parking on site."]
+    l2 = CalibrationSettings().gate_l2
+    gate, by_fold = fit_gate(encoder, positives, negatives, l2=l2, folds=0)
+    assert by_fold == [] and set(gate.report) == {"positives", "negatives", "auc_fit"}
+    with_folds, by_fold = fit_gate(encoder, positives, negatives, l2=l2, folds=2)
+    assert len(by_fold) == 2 and "auc_negatives_out_of_fold" in with_folds.report
+    assert np.allclose(gate.weights, with_folds.weights)  # the same full gate either way
+    with pytest.raises(ValueError, match="folds"):
+        fit_gate(encoder, positives, negatives, l2=l2, folds=-1)

@@ -170,6 +170,29 @@ def with_args(actor: type, **kwargs) -> type:
 
 
 @needs_ray
+def test_timed_actors_log_every_ad_and_the_pool_hands_out_one_batch_at_a_time(tmp_path, ray_local, matcher_dir,
+                                                                              jobads, monkeypatch):
+    """What ``bench`` times its Ray rows with, on the 40 Parquet ads; and the pool's queue of one batch per actor
+    (``RaySettings.batches_per_worker``) reaches Ray."""
+    from pipeline.commands.ray_engine import TimedPipelineActor, timeline_stats
+
+    strategies, real = [], ray_local.data.ActorPoolStrategy
+    monkeypatch.setattr(ray_local.data, "ActorPoolStrategy", lambda **kw: strategies.append(kw) or real(**kw))
+    timeline = tmp_path / "timeline.jsonl"
+    start = time.time()
+    extract_ray(matcher_dir, jobads["parquet"], tmp_path / "out", settings=RaySettings(batch_size=8),
+                actor=TimedPipelineActor, actor_options={"timeline": str(timeline)})
+    end = time.time()
+    assert strategies == [{"size": 2, "max_tasks_in_flight_per_actor": 1}]
+    events = [json.loads(line) for line in timeline.read_text().splitlines()]
+    batches = [e for e in events if e["event"] == "batch"]
+    assert sum(e["ads"] for e in batches) == 40  # report rows are not ads
+    assert {e["actor"] for e in batches} <= {e["actor"] for e in events if e["event"] == "load"}
+    stats = timeline_stats(timeline, start, end)
+    assert 0 < stats["start-up s"] < end - start and stats["tail s"] >= 0 and 0 < stats["actor busy share"] <= 1
+
+
+@needs_ray
 def test_a_killed_actor_is_restarted_and_every_ad_is_written_once(tmp_path, ray_local, matcher_dir, jobads):
     marker = tmp_path / "killed"
     result = extract_ray(matcher_dir, jobads["jsonl"], tmp_path / "out", settings=RaySettings(batch_size=8),

@@ -4,6 +4,7 @@ import json
 import random
 import shutil
 from itertools import islice
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from thinc.api import Config
 
 import pipeline.training.trainer as trainer_module
 from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path
+from pipeline.components.onnx_backend import weights_fingerprint
 from pipeline.components.pipes import ALL_PIPES
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.training.config import read_config, resolve_training
@@ -79,11 +81,24 @@ def test_shipped_skill_index_is_embedded_by_the_shipped_weights(trained):
 
 def test_weights_fingerprint_follows_any_change_of_the_weights():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    before = trainer_module.weights_fingerprint(model)
-    assert trainer_module.weights_fingerprint(model) == before
+    before = weights_fingerprint(model)
+    assert weights_fingerprint(model) == before
     with torch.no_grad():
         model[0].weight[0, 0] += 1e-6
-    assert trainer_module.weights_fingerprint(model) != before
+    assert weights_fingerprint(model) != before
+
+
+def test_the_skill_index_is_embedded_again_only_when_the_weights_changed():
+    model, rebuilt = torch.nn.Linear(3, 2), []
+    trainer = SimpleNamespace(encoder=SimpleNamespace(model=model), ranker=SimpleNamespace(rebuild_index=rebuilt.append),
+                              taxonomy="esco", indexed_weights=weights_fingerprint(model))
+    trainer_module.Trainer.refresh_skill_index(trainer)  # e.g. the evaluation at step 0
+    assert rebuilt == []
+    with torch.no_grad():
+        model.weight += 1.0  # a training step, or a checkpoint's weights loaded
+    trainer_module.Trainer.refresh_skill_index(trainer)
+    trainer_module.Trainer.refresh_skill_index(trainer)  # scored again with the same weights: no second embedding
+    assert rebuilt == ["esco"]
 
 
 def test_saved_training_config_is_complete_and_reproducible(trained):

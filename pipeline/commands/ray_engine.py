@@ -250,8 +250,8 @@ class TimedPipelineActor(PipelineActor):
     ``bench``'s view of where a Ray run's time goes (``timeline_stats``). For a local Ray: the file is on this
     machine."""
 
-    def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32,
-                 timeline: str = ""):
+    def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32, *,
+                 timeline: str):
         started = time.time()
         super().__init__(model, config, batch_size)
         self.timeline = timeline
@@ -265,7 +265,7 @@ class TimedPipelineActor(PipelineActor):
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.time()
         out = super().__call__(batch)
-        self._record("batch", started, rows=batch.num_rows)
+        self._record("batch", started, ads=sum(kind == AD for kind in batch.column("kind").to_pylist()))
         return out
 
 
@@ -273,7 +273,7 @@ def timeline_stats(path: PathLike, run_start: float, run_end: float) -> Dict[str
     """Of one run's ``TimedPipelineActor`` timeline: seconds before the first batch (actors started, pipelines
     loaded), seconds after the last (last parts written, inputs committed), and the share of the actors' time
     between the two spent on batches (below 1: actors waiting for work, or starved of CPU by Ray's own
-    processes)."""
+    processes). Actors are told apart by process id, so an actor restarted mid-run counts as two."""
     events = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
     batches = [e for e in events if e["event"] == "batch"]
     if not batches:

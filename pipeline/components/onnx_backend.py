@@ -58,7 +58,8 @@ def runtime_missing(export: bool = True) -> Optional[str]:
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over the float weights (names and bytes): what an exported model was made from."""
+    """sha256 over the weights (names and bytes): what an exported model was made from, and what the trainer's
+    skill index was embedded with."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode("utf-8"))

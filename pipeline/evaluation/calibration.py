@@ -197,6 +197,8 @@ def fit_gate(encoder, positives: Sequence[str], negatives: Sequence[str], *, l2:
     probability of every boilerplate line it constrains (the gate fitted on a line is over-sure about it).
     Negative ``i`` is in fold ``i % folds``. ``folds = 0``: the one gate only (a filter with no threshold search,
     as self-training's)."""
+    if folds < 0:
+        raise ValueError(f"folds must be 0 (no fold gates) or more, got {folds}")
     if not positives or len(negatives) < max(folds, 1):
         raise EscoDataError(f"the gate needs both classes: {len(positives)} skill sentences, {len(negatives)} "
                             f"boilerplate lines (at least {max(folds, 1)})")

@@ -13,7 +13,6 @@ continue from, and the best weights and metrics so far: a resumed run that never
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -29,6 +28,7 @@ from spacy.language import Language
 from spacy.util import fix_random_seed, minibatch
 
 from pipeline.components.assembly import build_pipeline
+from pipeline.components.onnx_backend import weights_fingerprint
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
 from pipeline.evaluation.calibration import calibrate_pipeline, record as record_calibration
@@ -77,16 +77,6 @@ def shuffled_batches(pairs: Sequence[TrainingPair], size: int, rng: random.Rando
 
 def copy_state(model: torch.nn.Module) -> StateDict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A digest of every parameter and buffer. The skill index is re-embedded (13,896 skills: tens of seconds on
-    two cores) only when the weights differ from those it was built from."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def interpolate_states(start: StateDict, end: StateDict, alpha: float) -> StateDict:
@@ -141,7 +131,8 @@ class Trainer:
         return max(0.0, (self.settings.max_steps - step) / max(1, self.settings.max_steps - warm))
 
     def refresh_skill_index(self) -> None:
-        """The ranker's index, embedded again only if the weights changed since it was built."""
+        """The ranker's index, embedded again only if the weights changed since it was built (13,896 skills: tens
+        of seconds on two cores, at every evaluation)."""
         fingerprint = weights_fingerprint(self.encoder.model)
         if fingerprint != self.indexed_weights:
             self.ranker.rebuild_index(self.taxonomy)
