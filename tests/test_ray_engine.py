@@ -263,3 +263,27 @@ def test_ray_engine_runs_the_full_pipeline_with_its_ranker(tmp_path, ray_local, 
         assert [s["uri"] for s in got[record["id"]]] == [s["uri"] for s in record["ranking"]]
         assert got[record["id"]] and all(abs(a["score"] - b["score"]) < 1e-4
                                          for a, b in zip(got[record["id"]], record["ranking"]))
+
+
+def test_the_engine_module_loads_without_the_models_stack():
+    """Ray's read and write tasks import this module: they must not pay for spaCy and torch (the actors do)."""
+    import subprocess
+
+    code = "import sys, pipeline.commands.ray_engine; print(sorted({'spacy', 'torch', 'thinc'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_run_sets_ray_datas_block_size_and_stream_buffer_and_restores_them():
+    from types import SimpleNamespace
+
+    from pipeline.commands.ray_engine import STREAM_BUFFER, data_context
+
+    context = SimpleNamespace(target_max_block_size=128 * 1024 * 1024, **{STREAM_BUFFER: 2})
+    ray = SimpleNamespace(data=SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: context)))
+    settings = RaySettings(block_bytes=4096, stream_blocks=16)
+    with pytest.raises(RuntimeError, match="mid-run"):
+        with data_context(ray, settings):
+            assert (context.target_max_block_size, getattr(context, STREAM_BUFFER)) == (4096, 16)
+            raise RuntimeError("mid-run")
+    assert (context.target_max_block_size, getattr(context, STREAM_BUFFER)) == (128 * 1024 * 1024, 2)

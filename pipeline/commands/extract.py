@@ -57,8 +57,8 @@ from pipeline.components.predictions import SkillPrediction
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.errors import ConfigError
 from pipeline.io.jobads import AdFormat, JobAd, ReadReport, iter_ads, resolve_inputs
+from pipeline.io.records import CSV_COLUMNS, ExtractSummary, csv_rows
 
-CSV_COLUMNS = ("ad_id", "uri", "label", "score", "explicit", "probability", "evidence")
 SENTENCE_CLIP = 60  # characters of a sentence shown in the table
 SENTENCES_SHOWN = 2  # sentences shown per skill in the table
 
@@ -183,15 +183,6 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-# ---------------------------------------------------------------------------------------------- CSV
-def csv_rows(record: Dict[str, Any], ranking: bool = False) -> Iterator[Tuple[str, str, str, float, bool, Any, str]]:
-    """The ad's set (every ranked prediction with ``ranking``) as CSV rows of ``CSV_COLUMNS``."""
-    for skill in record["ranking" if ranking else "skills"]:
-        evidence = " | ".join(dict.fromkeys(e["text"] for e in skill.get("evidence", [])))
-        yield (record["id"], skill["uri"], skill["label"], skill["score"], skill["explicit"],
-               skill.get("probability", ""), evidence)
-
-
 # ---------------------------------------------------------------------------------------------- files
 @contextmanager
 def _open_output(path: Optional[PathLike], fallback: Optional[TextIO]) -> Iterator[Optional[TextIO]]:
@@ -222,49 +213,6 @@ class HtmlWriter:
 
     def close(self) -> None:
         self.handle.write(self.tail)
-
-
-@dataclass
-class ExtractSummary:
-    """What one run did: ads written, and every ad or line that was skipped, repaired, truncated or flagged."""
-
-    n_ads: int = 0
-    n_skipped: int = 0
-    n_repaired: int = 0
-    n_file_errors: int = 0
-    n_non_english: int = 0
-    n_truncated: int = 0
-    n_with_skills: int = 0
-    skipped: Dict[str, int] = field(default_factory=dict)
-    repaired: Dict[str, int] = field(default_factory=dict)
-    file_errors: Dict[str, int] = field(default_factory=dict)
-    no_skill_sentences: Dict[str, int] = field(default_factory=dict)  # sentences with an empty set, by reason
-
-    def add_record(self, record: Dict[str, Any]) -> None:
-        self.n_ads += 1
-        self.n_non_english += record["is_english"] is False
-        self.n_truncated += record.get("truncated_chars", 0) > 0
-        self.n_with_skills += bool(record["skills"])
-        for sentence in record.get("sentences", []):
-            reason = sentence.get("no_skill_reason")
-            if reason:
-                self.no_skill_sentences[reason] = self.no_skill_sentences.get(reason, 0) + 1
-
-    def add_report(self, report: ReadReport) -> None:
-        """The reader's counts by reason (rejected lines are the skipped ones)."""
-        totals = report.totals()
-        self.skipped, self.repaired, self.file_errors = (
-            totals["rejected_lines"], totals["repaired_lines"], totals["file_errors"])
-        self.n_skipped = sum(self.skipped.values())
-        self.n_repaired = sum(self.repaired.values())
-        self.n_file_errors = sum(self.file_errors.values())
-
-    def describe(self) -> str:
-        """One line with every count, for a log or the terminal."""
-        return (f"{self.n_ads:,} ad(s), {self.n_with_skills:,} with skills; {self.n_skipped:,} line(s) skipped, "
-                f"{self.n_repaired:,} repaired, {self.n_file_errors:,} file error(s); {self.n_non_english:,} not "
-                f"English; {self.n_truncated:,} truncated; {sum(self.no_skill_sentences.values()):,} sentence(s) "
-                "asking for no skill")
 
 
 @dataclass

@@ -7,10 +7,11 @@ The flow is three Ray Data stages:
    that a bad line is counted by the same reason as in the single-process engine. Every ad gets ``seq``, its
    position among the ads of its file; the file's ``ReadReport`` follows its last ad as one "report" row.
 2. **extract** (``map_batches`` over an actor pool of ``num_workers`` ``PipelineActor``s): each actor loads the
-   pipeline once and turns ads into records with ``extract.pipe_records`` (so rows follow ``doc_to_record``).
-   A killed actor is restarted and its batch retried (``max_restarts`` / ``max_task_retries``).
+   pipeline once and turns ads into records with ``extract.pipe_records`` (so rows follow ``doc_to_record``),
+   handed on already in the output's shape (``result_columns``): the actors, not the one writer, do the per-ad
+   work, in parallel with each other. A killed actor is restarted and its batch retried (``max_restarts`` / ``max_task_retries``).
 3. **write** (``ParquetSink``): per input file, Parquet parts named by the ``seq`` range they hold, written
-   atomically into ``_staging/``, then checked and moved into place when the run ends (``commit``).
+   atomically into ``_staging/`` by Arrow alone (sort, flatten, write), then checked and moved into place when the run ends (``commit``).
 
 Output folder::
 
@@ -25,7 +26,7 @@ as typed columns (``AD_TYPES``), the others (``skills``, ``ranking``, ``sentence
 ``<field>_json`` columns. JSON, not Arrow structs: the record's shape belongs to ``doc_to_record`` and may grow a
 field, and a JSON column keeps every part's schema the same whatever the ads hold (an empty list has no Arrow
 type to infer), so a folder of parts always reads back as one table. The skills table is flat and typed for
-analysts: the CSV's columns (``extract.CSV_COLUMNS``; ``score``/``probability`` float, ``explicit`` bool, others
+analysts: the CSV's columns (``records.CSV_COLUMNS``; ``score``/``probability`` float, ``explicit`` bool, others
 strings) and ``rank`` (1 = the ad's best).
 
 Nothing lost, nothing twice: ``ads in`` (the reader's ads + rejected lines) must equal ``ads out`` (rows in the
@@ -48,38 +49,46 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Union
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.commands.extract import CSV_COLUMNS, ExtractSummary, csv_rows, pipe_records
-from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.constraints import PositiveInt, check_values
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.io.jobads import (FILE_ERROR, AdFormat, InputFile, JobAd, ReadReport, ad_from_record, iter_ads,
                                 resolve_inputs)
+from pipeline.io.records import CSV_COLUMNS, ExtractSummary, csv_rows, merge_summaries
 
 PathLike = Union[str, Path]
 INSTALL_HINT = 'pip install ".[ray]"'
 ADS, SKILLS, DONE, STAGING = "ads", "skills", "done", "_staging"
 REPORTS, PART_SUMMARIES = "reports", "summaries"
+STREAM_BUFFER = "_max_num_blocks_in_streaming_gen_buffer"  # RaySettings.stream_blocks
 SUMMARY_FILE, RUN_FILE = "summary.json", "run.json"
 PARQUET_SUFFIX = ".parquet"
 AD, REPORT = "ad", "report"
 TMP_PREFIX = ".tmp-"
-# Rows between the stages: what the reader emits, and what the actors return.
-READ_SCHEMA = pa.schema([("input", pa.string()), ("seq", pa.int64()), ("kind", pa.string()), ("id", pa.string()),
-                         ("text", pa.string()), ("source", pa.string()), ("report", pa.string())])
-RESULT_SCHEMA = pa.schema([("input", pa.string()), ("seq", pa.int64()), ("kind", pa.string()),
-                           ("record", pa.string()), ("report", pa.string())])
 # Output columns with an Arrow type; any other record field is a JSON string column, any other CSV column a string.
 AD_TYPES = {"id": pa.string(), "is_english": pa.bool_(), "truncated_chars": pa.int64()}
 SKILL_TYPES = {"score": pa.float64(), "explicit": pa.bool_(), "probability": pa.float64(), "rank": pa.int64()}
+SKILL_COLUMNS = tuple(CSV_COLUMNS) + ("rank",)
+SKILL_ROW = pa.struct([(name, SKILL_TYPES.get(name, pa.string())) for name in SKILL_COLUMNS])
+# Rows between the stages: what the reader emits, and what the actors return. An actor hands on each ad already
+# in the output's shape (typed fields, the other fields as JSON, its skill rows, its share of the summary), so
+# the writer only sorts, flattens and writes Arrow data: it parses no JSON of the records.
+READ_SCHEMA = pa.schema([("input", pa.string()), ("seq", pa.int64()), ("kind", pa.string()), ("id", pa.string()),
+                         ("text", pa.string()), ("source", pa.string()), ("report", pa.string())])
+RESULT_SCHEMA = pa.schema([("input", pa.string()), ("seq", pa.int64()), ("kind", pa.string()),
+                           ("report", pa.string()), *AD_TYPES.items(),
+                           ("fields", pa.map_(pa.string(), pa.string())),  # the record's other fields → JSON
+                           ("skill_rows", pa.list_(SKILL_ROW)),  # the skills table's rows of the ad
+                           ("summary", pa.string())])  # ExtractSummary of the ad alone, as JSON
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,11 @@ class RaySettings:
     max_restarts: PositiveInt = 3  # restarts of a killed actor, and retries of its batch, before the run fails
     part_ads: PositiveInt = 1000  # ads per Parquet part (at least; the last part of an input may hold fewer)
     block_bytes: PositiveInt = 128 * 1024  # Ray Data's block size target in this run: about one batch of ads
+    # Blocks a Ray task may yield before its consumer takes them (Ray Data's default: 2). An actor's results for
+    # one batch are 2-3 MB of JSON, cut into ~20 blocks of ``block_bytes``; with 2 in flight they trickled back at
+    # the pace of the driver's scheduling loop, the actor idle about 0.8 s per batch (busy 85 %; with 64: 0.12 s,
+    # 94 %). The bound still caps how far a read task runs ahead of the actors (64 blocks: 8 MB of ad text).
+    stream_blocks: PositiveInt = 64
     address: Optional[str] = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray with num_workers CPUs
 
     def validate(self) -> None:
@@ -224,25 +238,51 @@ def _datasource(specs: Sequence[InputSpec], ad_format: AdFormat, block_ads: int,
 
 # ---------------------------------------------------------------------------------------------------- extract
 class PipelineActor:
-    """One Ray actor: loads the pipeline once, then turns batches of read rows into result rows (reports pass)."""
+    """One Ray actor: loads the pipeline once, then turns batches of read rows into result rows (reports pass).
+
+    The model's stack (spaCy, torch) is imported here, in the actor, not by this module: Ray's read and write
+    tasks import the module too and need none of it."""
 
     def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32):
+        from pipeline.commands.extract import pipe_records
         from pipeline.components.pipes import load_pipeline
+        from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 
         self.nlp = load_pipeline(model, config=config or {})
         self.batch_size = batch_size
+        self.pipe_records = pipe_records
+        self.per_ad_warnings = (NonEnglishWarning, LongDocumentWarning)  # counted per ad in the records instead
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ads = [JobAd(row["id"], row["text"], row["source"]) for row in rows if row["kind"] == AD]
-        with warnings.catch_warnings():  # counted per ad in the records (is_english, truncated_chars)
-            warnings.simplefilter("ignore", NonEnglishWarning)
-            warnings.simplefilter("ignore", LongDocumentWarning)
-            records = iter(list(pipe_records(self.nlp, ads, batch_size=self.batch_size)))
+        with warnings.catch_warnings():
+            for category in self.per_ad_warnings:
+                warnings.simplefilter("ignore", category)
+            records = iter(list(self.pipe_records(self.nlp, ads, batch_size=self.batch_size)))
         out = [{"input": row["input"], "seq": row["seq"], "kind": row["kind"], "report": row["report"],
-                "record": json.dumps(next(records), ensure_ascii=False) if row["kind"] == AD else None}
-               for row in rows]
+                **(result_columns(next(records)) if row["kind"] == AD else {})} for row in rows]
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
+
+
+def result_columns(record: Dict[str, Any]) -> Dict[str, Any]:
+    """One ad's record as an actor hands it to the writer (``RESULT_SCHEMA``)."""
+    summary = ExtractSummary()
+    summary.add_record(record)
+    return {**{name: record.get(name) for name in AD_TYPES},
+            "fields": [(name, json.dumps(value, ensure_ascii=False)) for name, value in record.items()
+                       if name not in AD_TYPES],
+            "skill_rows": [{name: _typed(name, value) for name, value in zip(SKILL_COLUMNS, row + (rank,))}
+                           for rank, row in enumerate(csv_rows(record), start=1)],
+            "summary": json.dumps(dataclasses.asdict(summary))}
+
+
+def _typed(name: str, value: Any) -> Any:
+    """A skills-table value of its column's type (``SKILL_TYPES``, strings otherwise), so that every part has the
+    same schema. "" is the CSV's "none": null in a typed column."""
+    if SKILL_TYPES.get(name, pa.string()) == pa.string():
+        return None if value is None else str(value)
+    return None if value is None or value == "" else value
 
 
 class TimedPipelineActor(PipelineActor):
@@ -286,32 +326,19 @@ def timeline_stats(path: PathLike, run_start: float, run_end: float) -> Dict[str
 
 
 # ---------------------------------------------------------------------------------------------------- write
-def ads_table(key: str, seqs: Sequence[int], records: Sequence[Dict[str, Any]]) -> pa.Table:
-    """One row per ad: ``input``, ``seq``, the record's fields of ``AD_TYPES`` typed, any other as ``<field>_json``."""
-    columns: Dict[str, Any] = {"input": pa.array([key] * len(seqs), pa.string()), "seq": pa.array(seqs, pa.int64())}
-    for name in (records[0] if records else {}):
-        values = [record.get(name) for record in records]
-        if name in AD_TYPES:
-            columns[name] = pa.array(values, AD_TYPES[name])
-        else:
-            columns[f"{name}_json"] = pa.array([json.dumps(v, ensure_ascii=False) for v in values], pa.string())
-    return pa.table(columns)
+def ads_table(rows: pa.Table) -> pa.Table:
+    """One row per ad: ``input``, ``seq``, the record's fields of ``AD_TYPES`` typed, any other as ``<field>_json``
+    (in the record's order)."""
+    fields = rows.column("fields")
+    names = [name for name, _ in fields[0].as_py()] if rows.num_rows else []
+    return pa.table({"input": rows.column("input"), "seq": rows.column("seq"),
+                     **{name: rows.column(name) for name in AD_TYPES},
+                     **{f"{name}_json": pc.map_lookup(fields, pa.scalar(name), "first") for name in names}})
 
 
-def skills_table(records: Sequence[Dict[str, Any]]) -> pa.Table:
-    """One row per (ad, skill of its set), the CSV's columns (``csv_rows``) and the skill's rank in the set."""
-    rows = [row + (rank,) for record in records for rank, row in enumerate(csv_rows(record), start=1)]
-    names = list(CSV_COLUMNS) + ["rank"]
-    return pa.table({name: _skill_column(name, [row[i] for row in rows]) for i, name in enumerate(names)})
-
-
-def _skill_column(name: str, values: List[Any]) -> pa.Array:
-    """Typed by name (``SKILL_TYPES``; strings otherwise), so that every part has the same schema. "" is the CSV's
-    "none": null in a typed column."""
-    kind = SKILL_TYPES.get(name, pa.string())
-    if kind == pa.string():
-        return pa.array([None if v is None else str(v) for v in values], kind)
-    return pa.array([None if v is None or v == "" else v for v in values], kind)
+def skills_table(rows: pa.Table) -> pa.Table:
+    """One row per (ad, skill of its set): the CSV's columns (``csv_rows``) and the skill's rank in the set."""
+    return pa.Table.from_struct_array(pc.list_flatten(rows.column("skill_rows")))
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -322,23 +349,19 @@ def _write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def write_part(staging: Path, key: str, rows: List[Dict[str, Any]]) -> int:
-    """One part of one input: skills, then the part's summary, then the ads file last — the ads file is what
-    marks the part as written (``staged_seqs``)."""
-    rows = sorted(rows, key=lambda row: row["seq"])
-    seqs = [row["seq"] for row in rows]
-    records = [json.loads(row["record"]) for row in rows]
-    name = f"part-{seqs[0]:010d}-{seqs[-1]:010d}"
-    summary = ExtractSummary()
-    for record in records:
-        summary.add_record(record)
+def write_part(staging: Path, key: str, rows: pa.Table) -> int:
+    """One part of one input (its ad rows of ``RESULT_SCHEMA``): skills, then the part's summary, then the ads file
+    last — the ads file is what marks the part as written (``staged_seqs``)."""
+    rows = rows.sort_by("seq")
+    seqs = rows.column("seq")
+    name = f"part-{seqs[0].as_py():010d}-{seqs[-1].as_py():010d}"
+    summary = merge_summaries(json.loads(text) for text in rows.column("summary").to_pylist())
     _write_atomic(staging / SKILLS / key / f"{name}{PARQUET_SUFFIX}",
-                  functools.partial(pq.write_table, skills_table(records)))
+                  functools.partial(pq.write_table, skills_table(rows)))
     _write_atomic(staging / PART_SUMMARIES / key / f"{name}.json",
                   lambda p: p.write_text(json.dumps(dataclasses.asdict(summary)), encoding="utf-8"))
-    _write_atomic(staging / ADS / key / f"{name}{PARQUET_SUFFIX}",
-                  functools.partial(pq.write_table, ads_table(key, seqs, records)))
-    return len(rows)
+    _write_atomic(staging / ADS / key / f"{name}{PARQUET_SUFFIX}", functools.partial(pq.write_table, ads_table(rows)))
+    return rows.num_rows
 
 
 def _datasink(staging: Path, min_rows: int):
@@ -358,15 +381,16 @@ def _datasink(staging: Path, min_rows: int):
             self.written = sum(write_result.write_returns)
 
         def write(self, blocks: Iterable[Any], ctx: Any) -> int:
-            groups: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
-            for block in blocks:
-                for row in BlockAccessor.for_block(block).to_arrow().to_pylist():
-                    if row["kind"] == REPORT:
-                        _write_atomic(staging / REPORTS / f"{row['input']}.json",
-                                      lambda p, text=row["report"]: p.write_text(text, encoding="utf-8"))
-                    else:
-                        groups[row["input"]].append(row)
-            return sum(write_part(staging, key, rows) for key, rows in groups.items())
+            tables = [BlockAccessor.for_block(block).to_arrow() for block in blocks]
+            if not tables:
+                return 0
+            table = pa.concat_tables(tables)
+            for row in table.filter(pc.equal(table.column("kind"), REPORT)).select(["input", "report"]).to_pylist():
+                _write_atomic(staging / REPORTS / f"{row['input']}.json",
+                              lambda p, text=row["report"]: p.write_text(text, encoding="utf-8"))
+            ads = table.filter(pc.equal(table.column("kind"), AD))
+            return sum(write_part(staging, key, ads.filter(pc.equal(ads.column("input"), key)))
+                       for key in pc.unique(ads.column("input")).to_pylist())
 
     return ParquetSink()
 
@@ -503,19 +527,6 @@ class OutputFolder:
         return summary
 
 
-def merge_summaries(parts: Iterable[Dict[str, Any]]) -> ExtractSummary:
-    """Sum ``ExtractSummary`` dicts field by field (counts add, counts by reason add per reason)."""
-    total = ExtractSummary()
-    for part in parts:
-        for f in dataclasses.fields(ExtractSummary):
-            value = part.get(f.name)
-            if isinstance(value, dict):
-                setattr(total, f.name, dict(Counter(getattr(total, f.name)) + Counter(value)))
-            elif isinstance(value, int):
-                setattr(total, f.name, getattr(total, f.name) + value)
-    return total
-
-
 # ---------------------------------------------------------------------------------------------------- run
 def import_ray():
     """Ray Data, or a ConfigError saying how to install it (Ray is an optional extra)."""
@@ -545,6 +556,23 @@ def ray_session(settings: RaySettings) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def data_context(ray: Any, settings: RaySettings) -> Iterator[Any]:
+    """Ray Data's settings for one run, restored afterwards: blocks of about one batch of ads
+    (``block_bytes``), and ``stream_blocks`` blocks a task may yield before its consumer takes them."""
+    context = ray.data.DataContext.get_current()
+    saved = {name: getattr(context, name) for name in ("target_max_block_size", STREAM_BUFFER)
+             if hasattr(context, name)}
+    context.target_max_block_size = settings.block_bytes
+    if STREAM_BUFFER in saved:  # private in Ray 2.60 (pinned by the extra); without it a run is only slower
+        setattr(context, STREAM_BUFFER, settings.stream_blocks)
+    try:
+        yield context
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
 
 
 @dataclass
@@ -596,9 +624,7 @@ def extract_ray(
     written = 0
     if todo:
         staged = {spec.key: folder.staged_seqs(spec) for spec in todo}
-        with ray_session(settings) as ray:
-            context = ray.data.DataContext.get_current()
-            default_block_bytes, context.target_max_block_size = context.target_max_block_size, settings.block_bytes
+        with ray_session(settings) as ray, data_context(ray, settings):
             ds = ray.data.read_datasource(_datasource(todo, ad_format, settings.batch_size, staged), num_cpus=0)
             with warnings.catch_warnings():
                 # Ray 2.60 takes the actors' restart limits only as plain remote args, which it announces it will
@@ -615,10 +641,7 @@ def extract_ray(
                                     num_cpus=settings.cpus_per_worker, max_restarts=settings.max_restarts,
                                     max_task_retries=settings.max_restarts)
             sink = _datasink(folder.staging, min_rows=settings.part_ads)
-            try:
-                ds.write_datasink(sink, ray_remote_args={"num_cpus": 0})
-            finally:
-                context.target_max_block_size = default_block_bytes
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": 0})
             written = sink.written
         for spec in todo:
             folder.commit(spec)
@@ -652,13 +675,20 @@ def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optiona
 def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], batch_size: int,
                   repeats: int, cpus_per_worker: int = 1) -> Dict[str, Dict[str, float]]:
     """``make bench``'s engine rows: ``extract`` of the same ads end to end (pipeline loading included, JSONL or
-    Parquet written) in one process, then on Ray Data with each worker count, on one local Ray with
-    ``max(workers)`` CPUs started for it (Ray's start-up is not timed: a cluster is up before a run). Each Ray
+    Parquet written) in one process, then on Ray Data with each worker count, on a local Ray with
+    ``max(workers)`` CPUs. Ray's own start-up is not timed (a cluster is up before a run), and Ray is shut down
+    while the single process runs (its idle processes take ~3 % of two cores).
+
+    The engines take turns, one run each per round, ``repeats`` rounds: a drift in the machine's speed over the
+    minutes of a bench falls on every row alike, so that ``x single process`` compares like with like. Each Ray
     row adds ``timeline_stats`` of its last run: where the time the single process does not spend goes."""
     from pipeline.commands.extract import extract_file
-    from pipeline.evaluation.bench import rate
+    from pipeline.evaluation.bench import per_second, spread
 
-    out: Dict[str, Dict[str, float]] = {}
+    single = "extract, single process"
+    keys = {n: f"extract, Ray Data, {n} worker(s) x {cpus_per_worker} CPU" for n in workers}
+    times: Dict[str, List[float]] = {key: [] for key in [single, *keys.values()]}
+    stats: Dict[str, Dict[str, float]] = {}
     runs = itertools.count()  # a fresh output per run: a rerun into a finished folder would skip the work
     with tempfile.TemporaryDirectory(prefix="esco-bench-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # per-ad warnings (non-English, truncated) are not what is timed
@@ -666,24 +696,24 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
         path = folder / "ads.jsonl"
         path.write_text("".join(json.dumps({"id": f"bench-{i}", "description": text}) + "\n"
                                 for i, text in enumerate(ads)), encoding="utf-8")
-        single = "extract, single process"
-        out[single] = rate(lambda: extract_file(model, path, folder / f"{next(runs)}.jsonl", batch_size=batch_size),
-                           len(ads), repeats, "ads/s")
-        with ray_session(RaySettings(num_workers=max(workers), cpus_per_worker=cpus_per_worker)) as ray:
-            ray.data.DataContext.get_current().enable_progress_bars = False
-            for n in workers:
-                key = f"extract, Ray Data, {n} worker(s) x {cpus_per_worker} CPU"
-                settings = RaySettings(num_workers=n, batch_size=batch_size, cpus_per_worker=cpus_per_worker)
-                last: Dict[str, Any] = {}
-
-                def run(settings: RaySettings = settings, last: Dict[str, Any] = last) -> None:
-                    last["timeline"] = folder / f"timeline-{next(runs)}.jsonl"
-                    last["start"] = time.time()
-                    extract_ray(model, path, folder / f"ray-{last['timeline'].stem}", settings=settings,
-                                actor=TimedPipelineActor, actor_options={"timeline": str(last["timeline"])})
-                    last["end"] = time.time()
-
-                out[key] = rate(run, len(ads), repeats, "ads/s")
-                out[key]["x single process"] = out[key]["ads/s"] / out[single]["ads/s"]
-                out[key].update(timeline_stats(last["timeline"], last["start"], last["end"]))
+        for _ in range(repeats):
+            started = time.perf_counter()
+            extract_file(model, path, folder / f"{next(runs)}.jsonl", batch_size=batch_size)
+            times[single].append(time.perf_counter() - started)
+            with ray_session(RaySettings(num_workers=max(workers), cpus_per_worker=cpus_per_worker)) as ray:
+                ray.data.DataContext.get_current().enable_progress_bars = False
+                for n, key in keys.items():
+                    timeline = folder / f"timeline-{next(runs)}.jsonl"
+                    start = time.time()
+                    extract_ray(model, path, folder / f"ray-{timeline.stem}", actor=TimedPipelineActor,
+                                settings=RaySettings(num_workers=n, batch_size=batch_size,
+                                                     cpus_per_worker=cpus_per_worker),
+                                actor_options={"timeline": str(timeline)})
+                    end = time.time()
+                    times[key].append(end - start)
+                    stats[key] = timeline_stats(timeline, start, end)
+    out = {key: per_second(spread(runs_s), len(ads), "ads/s") for key, runs_s in times.items()}
+    for key in keys.values():
+        out[key]["x single process"] = out[key]["ads/s"] / out[single]["ads/s"]
+        out[key].update(stats[key])
     return out

@@ -54,6 +54,11 @@ def timed(fn: Callable[[], object], repeats: int) -> Dict[str, float]:
         start = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - start)
+    return spread(runs)
+
+
+def spread(runs: Sequence[float]) -> Dict[str, float]:
+    """The median, fastest and slowest of some runs' seconds."""
     return {"median_s": statistics.median(runs), "min_s": min(runs), "max_s": max(runs)}
 
 
@@ -127,7 +132,11 @@ def installed_extras(backend: Optional[str], engines: Sequence[int]) -> Tuple[Op
 
 def rate(fn: Callable[[], object], units: int, repeats: int, unit: str) -> Dict[str, float]:
     """``units`` per second of ``fn``: the median over ``repeats`` runs, the spread, and ``n`` = units."""
-    t = timed(fn, repeats)
+    return per_second(timed(fn, repeats), units, unit)
+
+
+def per_second(t: Dict[str, float], units: int, unit: str) -> Dict[str, float]:
+    """``units`` per second of the runs ``spread`` sums up (also for runs timed elsewhere)."""
     return {unit: units / t["median_s"], "min": units / t["max_s"], "max": units / t["min_s"], "n": units}
 
 

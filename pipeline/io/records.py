@@ -1,0 +1,81 @@
+"""One ad's extraction record in flat form: its CSV rows and its share of a run's counts.
+
+Kept apart from ``commands.extract`` (which holds the record itself, ``doc_to_record``) and free of spaCy and
+torch, so that what only writes records (Ray's read and write tasks, ``commands.ray_engine``) starts in a
+fraction of a second instead of importing the model's stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, Tuple
+
+from pipeline.io.jobads import ReadReport
+
+CSV_COLUMNS = ("ad_id", "uri", "label", "score", "explicit", "probability", "evidence")
+
+
+def csv_rows(record: Dict[str, Any], ranking: bool = False) -> Iterator[Tuple[str, str, str, float, bool, Any, str]]:
+    """The ad's set (every ranked prediction with ``ranking``) as CSV rows of ``CSV_COLUMNS``."""
+    for skill in record["ranking" if ranking else "skills"]:
+        evidence = " | ".join(dict.fromkeys(e["text"] for e in skill.get("evidence", [])))
+        yield (record["id"], skill["uri"], skill["label"], skill["score"], skill["explicit"],
+               skill.get("probability", ""), evidence)
+
+
+@dataclass
+class ExtractSummary:
+    """What one run did: ads written, and every ad or line that was skipped, repaired, truncated or flagged."""
+
+    n_ads: int = 0
+    n_skipped: int = 0
+    n_repaired: int = 0
+    n_file_errors: int = 0
+    n_non_english: int = 0
+    n_truncated: int = 0
+    n_with_skills: int = 0
+    skipped: Dict[str, int] = field(default_factory=dict)
+    repaired: Dict[str, int] = field(default_factory=dict)
+    file_errors: Dict[str, int] = field(default_factory=dict)
+    no_skill_sentences: Dict[str, int] = field(default_factory=dict)  # sentences with an empty set, by reason
+
+    def add_record(self, record: Dict[str, Any]) -> None:
+        self.n_ads += 1
+        self.n_non_english += record["is_english"] is False
+        self.n_truncated += record.get("truncated_chars", 0) > 0
+        self.n_with_skills += bool(record["skills"])
+        for sentence in record.get("sentences", []):
+            reason = sentence.get("no_skill_reason")
+            if reason:
+                self.no_skill_sentences[reason] = self.no_skill_sentences.get(reason, 0) + 1
+
+    def add_report(self, report: ReadReport) -> None:
+        """The reader's counts by reason (rejected lines are the skipped ones)."""
+        totals = report.totals()
+        self.skipped, self.repaired, self.file_errors = (
+            totals["rejected_lines"], totals["repaired_lines"], totals["file_errors"])
+        self.n_skipped = sum(self.skipped.values())
+        self.n_repaired = sum(self.repaired.values())
+        self.n_file_errors = sum(self.file_errors.values())
+
+    def describe(self) -> str:
+        """One line with every count, for a log or the terminal."""
+        return (f"{self.n_ads:,} ad(s), {self.n_with_skills:,} with skills; {self.n_skipped:,} line(s) skipped, "
+                f"{self.n_repaired:,} repaired, {self.n_file_errors:,} file error(s); {self.n_non_english:,} not "
+                f"English; {self.n_truncated:,} truncated; {sum(self.no_skill_sentences.values()):,} sentence(s) "
+                "asking for no skill")
+
+
+def merge_summaries(parts: Iterable[Dict[str, Any]]) -> ExtractSummary:
+    """Sum ``ExtractSummary`` dicts field by field (counts add, counts by reason add per reason)."""
+    total = ExtractSummary()
+    for part in parts:
+        for f in dataclasses.fields(ExtractSummary):
+            value = part.get(f.name)
+            if isinstance(value, dict):
+                setattr(total, f.name, dict(Counter(getattr(total, f.name)) + Counter(value)))
+            elif isinstance(value, int):
+                setattr(total, f.name, getattr(total, f.name) + value)
+    return total
