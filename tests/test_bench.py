@@ -65,37 +65,37 @@ def test_timeline_stats_split_a_run_into_start_up_busy_share_and_tail(tmp_path):
 
 
 def test_engines_take_turns_and_the_single_process_runs_without_ray(monkeypatch):
-    """Rounds of single, Ray 1, Ray 2 (a drift in speed falls on every row alike); Ray is down for the single
-    process. The engines are stand-ins that log what ran; the timing arithmetic is the real one."""
+    """Rounds of single, Ray 1, Ray 2, each a fresh `python -m pipeline extract` (a drift in speed falls on every
+    row alike); Ray is down for the single process and joined by address for the others. The commands are logged,
+    not run; the timing arithmetic is the real one."""
     from contextlib import contextmanager
     from types import SimpleNamespace
 
-    from pipeline.commands import extract, ray_engine
+    from pipeline.commands import ray_engine
 
     calls, ray_up = [], []
 
     @contextmanager
     def fake_session(settings):
-        ray_up.append(True)
-        yield SimpleNamespace(data=SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: SimpleNamespace())))
+        ray_up.append(settings.num_workers)
+        yield SimpleNamespace(get_runtime_context=lambda: SimpleNamespace(gcs_address="127.0.0.1:6390"))
         ray_up.pop()
 
-    def fake_single(model, path, output, batch_size):
-        calls.append(("single", bool(ray_up)))
+    def fake_run(args):
+        engine = f"ray {args[args.index('--num-workers') + 1]}" if "--engine" in args else "single"
+        calls.append((engine, list(ray_up), args[args.index("--address") + 1] if "--address" in args else None))
+        return (2.0 if engine == "single" else 4.0), 0.0
 
-    def fake_ray(model, path, output, settings, **kwargs):
-        calls.append((f"ray {settings.num_workers}", bool(ray_up)))
-
-    monkeypatch.setattr(extract, "extract_file", fake_single)
-    monkeypatch.setattr(ray_engine, "extract_ray", fake_ray)
+    monkeypatch.setattr(ray_engine, "run_timed", fake_run)
     monkeypatch.setattr(ray_engine, "ray_session", fake_session)
-    monkeypatch.setattr(ray_engine, "timeline_stats", lambda path, start, end: {"tail s": 0.0})
+    monkeypatch.setattr(ray_engine, "timeline_stats", lambda path, start, end: {"tail s": end - start})
     results = ray_engine.bench_engines("model", ["an ad"] * 5, (1, 2), batch_size=4, repeats=3)
-    assert calls == [("single", False), ("ray 1", True), ("ray 2", True)] * 3
-    assert all(results[key]["n"] == 5 for key in results)
+    ray_round = [("ray 1", [2], "127.0.0.1:6390"), ("ray 2", [2], "127.0.0.1:6390")]
+    assert calls == [("single", [], None), *ray_round] * 3
+    assert results["extract, single process"]["ads/s"] == 2.5 and all(r["n"] == 5 for r in results.values())
     two = results["extract, Ray Data, 2 worker(s) x 1 CPU"]
-    assert two["x single process"] == pytest.approx(two["ads/s"] / results["extract, single process"]["ads/s"])
-    assert two["min"] <= two["ads/s"] <= two["max"] and two["tail s"] == 0.0
+    assert two["x single process"] == 0.5 and two["tail s"] == 4.0
+
 
 def test_bench_leaves_out_what_is_not_installed_and_says_so(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else object())

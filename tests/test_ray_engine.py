@@ -83,9 +83,13 @@ def assert_each_ad_once(out: Path, n_ads: int) -> None:
 def test_ray_engine_writes_every_ad_once_with_the_single_engine_records(tmp_path, ray_local, matcher_dir,
                                                                          matcher_nlp, jobads):
     out = tmp_path / "out"
+    timeline = tmp_path / "timeline.jsonl"
     result = CliRunner().invoke(app, ["extract", str(matcher_dir), *map(str, jobads["jsonl"]), "--output", str(out),
-                                      "--engine", "ray", "--num-workers", "2", "--batch-size", "16"])
+                                      "--engine", "ray", "--num-workers", "2", "--batch-size", "16",
+                                      "--timeline", str(timeline)])
     assert result.exit_code == 0, result.output
+    batches = [e for e in map(json.loads, timeline.read_text().splitlines()) if e["event"] == "batch"]
+    assert sum(e["ads"] for e in batches) == N_TECH + N_NHS and "s to the first batch" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["ads_in"], summary["ads_out"], summary["rejected"]) == (N_TECH + N_NHS + 2, N_TECH + N_NHS, 2)
     assert summary["rejected_by_reason"] == {"malformed JSON": 1, "empty text field 'description'": 1}
@@ -239,9 +243,10 @@ def test_engine_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch, ma
     (["--engine", "spark"], "--engine must be 'single' or 'ray', got 'spark'"),
     (["--num-workers", "0"], "[extract --engine ray] num_workers must be > 0, got 0"),
     (["--cpus-per-worker", "0"], "[extract --engine ray] cpus_per_worker must be > 0, got 0"),
+    (["--engine", "single", "--timeline", "t.jsonl"], "--timeline: only with --engine ray"),
 ])
 def test_engine_ray_refuses_what_it_does_not_do(tmp_path, matcher_dir, jobads, options, message):
-    if not HAS_RAY and "spark" not in message:
+    if not HAS_RAY and "spark" not in message and "--timeline" not in message:
         pytest.skip('Ray is an optional extra, not installed: pip install ".[ray]"')
     output = [] if "needs --output" in message else ["--output", str(tmp_path / "out")]
     engine = [] if "--engine" in options else ["--engine", "ray"]

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.errors import EscoSkillsError
+from pipeline.errors import ConfigError, EscoSkillsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ESCO skill extraction for job ads (spaCy).")
 
@@ -68,27 +68,36 @@ def extract(
                                                                   "RAY_ADDRESS, else a local Ray)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Encoder backend: torch or onnx-int8 (pip install "
                                                                   "\".[fast]\")."),
+    timeline: Optional[Path] = typer.Option(None, "--timeline", help="--engine ray: log each actor's pipeline load "
+                                            "and batches to this JSON Lines file (on a cluster: a shared path) and "
+                                            "say where the run's time went."),
 ) -> None:
     """Find the ESCO skills in job ads."""
-    from pipeline.commands.extract import extract_file
-    from pipeline.components.encoder import backend_override
+    config = {}
+    if backend:
+        from pipeline.components.encoder import backend_override
 
-    config = backend_override(backend) if backend else {}
+        config = backend_override(backend)
     if engine != "single":
         from pipeline.commands.ray_engine import run_ray_command
 
         try:
             result = run_ray_command(model, inputs, output, engine=engine, num_workers=num_workers,
-                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, address=address, config=config, text_field=text_field,
-                                     id_field=id_field, lines=lines, single_only={"--csv": csv_output, "--html": html,
+                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, address=address,
+                                     config=config, text_field=text_field, id_field=id_field, lines=lines,
+                                     timeline=timeline, single_only={"--csv": csv_output, "--html": html,
                                      "--table": table, "--ranking": ranking, "--n-process": n_process != 1})
         except KNOWN_ERRORS as err:
             _fail(err)
         typer.echo(result.describe(), err=True)
         return
+    if timeline is not None:
+        _fail(ConfigError("--timeline: only with --engine ray (it logs the Ray actors' batches)"))
     if len(inputs) != 1:
         _fail(ValueError(f"the single engine reads one input (a file or a folder), got {len(inputs)}; --engine ray "
                          "reads many"))
+    from pipeline.commands.extract import extract_file
+
     input = inputs[0]
     try:
         if config:

@@ -9,9 +9,11 @@ The flow is three Ray Data stages:
 2. **extract** (``map_batches`` over an actor pool of ``num_workers`` ``PipelineActor``s): each actor loads the
    pipeline once and turns ads into records with ``extract.pipe_records`` (so rows follow ``doc_to_record``),
    handed on already in the output's shape (``result_columns``): the actors, not the one writer, do the per-ad
-   work, in parallel with each other. A killed actor is restarted and its batch retried (``max_restarts`` / ``max_task_retries``).
+   work, in parallel with each other. A killed actor is restarted and its batch retried (``max_restarts`` /
+   ``max_task_retries``).
 3. **write** (``ParquetSink``): per input file, Parquet parts named by the ``seq`` range they hold, written
-   atomically into ``_staging/`` by Arrow alone (sort, flatten, write), then checked and moved into place when the run ends (``commit``).
+   atomically into ``_staging/`` by Arrow alone (sort, flatten, write), then checked and moved into place when
+   the run ends (``commit``).
 
 Output folder::
 
@@ -509,7 +511,8 @@ class OutputFolder:
             repaired.update(report["repaired_lines"])
             file_errors.update(report["file_errors"])
             n_rejected = sum(report["rejected_lines"].values())
-            inputs.append({"input": done["input"]["path"], "key": done["key"], "ads_in": report["ads_read"] + n_rejected,
+            inputs.append({"input": done["input"]["path"], "key": done["key"],
+                           "ads_in": report["ads_read"] + n_rejected,
                            "ads_out": done["ads_out"], "rejected": n_rejected})
         ads_in, ads_out = sum(i["ads_in"] for i in inputs), sum(i["ads_out"] for i in inputs)
         balanced = all(i["ads_in"] == i["ads_out"] + i["rejected"] for i in inputs)
@@ -583,13 +586,16 @@ class RayRunResult:
     extracted: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
     ads_extracted: int = 0  # ads this run ran through the pipeline (the others were done by an earlier run)
+    timing: Dict[str, float] = field(default_factory=dict)  # ``timeline_stats`` of the run, with ``--timeline``
 
     def describe(self) -> str:
         s = self.summary
         reasons = "; ".join(f"{n:,} × {r}" for r, n in Counter(s["rejected_by_reason"]).most_common())
+        timing = (f"; {self.timing['start-up s']:.1f} s to the first batch, {self.timing['tail s']:.1f} s after the "
+                  f"last, actors busy {self.timing['actor busy share']:.0%} in between" if self.timing else "")
         return (f"{s['ads_in']:,} ad(s) in = {s['ads_out']:,} written + {s['rejected']:,} rejected"
                 f"{f' ({reasons})' if reasons else ''}; this run: {len(self.extracted)} input(s), "
-                f"{self.ads_extracted:,} ad(s) extracted; {len(self.skipped)} input(s) already done")
+                f"{self.ads_extracted:,} ad(s) extracted; {len(self.skipped)} input(s) already done{timing}")
 
 
 def extract_ray(
@@ -652,10 +658,12 @@ def extract_ray(
 
 def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optional[PathLike], *, engine: str,
                     single_only: Dict[str, Any], num_workers: int, batch_size: int, address: Optional[str],
-                    cpus_per_worker: int = 1, config: Optional[Dict[str, Any]] = None, text_field: str = "description", id_field: str = "id",
-                    lines: bool = False) -> RayRunResult:
+                    cpus_per_worker: int = 1, config: Optional[Dict[str, Any]] = None,
+                    text_field: str = "description", id_field: str = "id", lines: bool = False,
+                    timeline: Optional[PathLike] = None) -> RayRunResult:
     """``extract --engine ray``: refuse what only the single engine does (``single_only``: option → value given),
-    then ``extract_ray``."""
+    then ``extract_ray``. With ``timeline``, the actors log their load and batches there (a path every node can
+    write: on a cluster, a shared folder) and the result says where the run's time went."""
     if engine != "ray":
         raise ConfigError(f"--engine must be 'single' or 'ray', got {engine!r}")
     import_ray()
@@ -667,22 +675,28 @@ def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optiona
         raise ConfigError("--engine ray needs --output DIR: the folder of Parquet tables")
     settings = RaySettings(num_workers=num_workers, batch_size=batch_size, cpus_per_worker=cpus_per_worker,
                            address=address)
-    return extract_ray(model, inputs, output, settings=settings, text_field=text_field, id_field=id_field,
-                       lines=lines, config=config)
+    timed = {"actor": TimedPipelineActor, "actor_options": {"timeline": str(timeline)}} if timeline else {}
+    start = time.time()
+    result = extract_ray(model, inputs, output, settings=settings, text_field=text_field, id_field=id_field,
+                         lines=lines, config=config, **timed)
+    if timeline and Path(timeline).exists():  # absent when every input was already done
+        result.timing = timeline_stats(timeline, start, time.time())
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------- bench
 def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], batch_size: int,
                   repeats: int, cpus_per_worker: int = 1) -> Dict[str, Dict[str, float]]:
-    """``make bench``'s engine rows: ``extract`` of the same ads end to end (pipeline loading included, JSONL or
-    Parquet written) in one process, then on Ray Data with each worker count, on a local Ray with
-    ``max(workers)`` CPUs. Ray's own start-up is not timed (a cluster is up before a run), and Ray is shut down
-    while the single process runs (its idle processes take ~3 % of two cores).
+    """``make bench``'s engine rows: ``python -m pipeline extract`` of the same ads, each run a fresh process
+    timed from start to exit as a user runs it (imports, pipeline loading, extraction, JSONL or Parquet written):
+    the single engine, then ``--engine ray`` with each worker count, joining a local Ray with ``max(workers)``
+    CPUs started for the round (Ray's own start-up is not timed: a cluster is up before a run). Ray is down while
+    the single process runs (its idle processes take ~3 % of two cores).
 
     The engines take turns, one run each per round, ``repeats`` rounds: a drift in the machine's speed over the
     minutes of a bench falls on every row alike, so that ``x single process`` compares like with like. Each Ray
-    row adds ``timeline_stats`` of its last run: where the time the single process does not spend goes."""
-    from pipeline.commands.extract import extract_file
+    row adds ``timeline_stats`` of its last run (``--timeline``): where the time the single process does not
+    spend goes."""
     from pipeline.evaluation.bench import per_second, spread
 
     single = "extract, single process"
@@ -690,30 +704,39 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
     times: Dict[str, List[float]] = {key: [] for key in [single, *keys.values()]}
     stats: Dict[str, Dict[str, float]] = {}
     runs = itertools.count()  # a fresh output per run: a rerun into a finished folder would skip the work
-    with tempfile.TemporaryDirectory(prefix="esco-bench-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # per-ad warnings (non-English, truncated) are not what is timed
+    with tempfile.TemporaryDirectory(prefix="esco-bench-") as tmp:
         folder = Path(tmp)
         path = folder / "ads.jsonl"
         path.write_text("".join(json.dumps({"id": f"bench-{i}", "description": text}) + "\n"
                                 for i, text in enumerate(ads)), encoding="utf-8")
+        command = ["extract", str(model), str(path), "--batch-size", str(batch_size), "--output"]
         for _ in range(repeats):
-            started = time.perf_counter()
-            extract_file(model, path, folder / f"{next(runs)}.jsonl", batch_size=batch_size)
-            times[single].append(time.perf_counter() - started)
+            times[single].append(run_timed(command + [str(folder / f"{next(runs)}.jsonl")])[0])
             with ray_session(RaySettings(num_workers=max(workers), cpus_per_worker=cpus_per_worker)) as ray:
-                ray.data.DataContext.get_current().enable_progress_bars = False
+                address = ray.get_runtime_context().gcs_address
                 for n, key in keys.items():
                     timeline = folder / f"timeline-{next(runs)}.jsonl"
-                    start = time.time()
-                    extract_ray(model, path, folder / f"ray-{timeline.stem}", actor=TimedPipelineActor,
-                                settings=RaySettings(num_workers=n, batch_size=batch_size,
-                                                     cpus_per_worker=cpus_per_worker),
-                                actor_options={"timeline": str(timeline)})
-                    end = time.time()
-                    times[key].append(end - start)
-                    stats[key] = timeline_stats(timeline, start, end)
+                    seconds, start = run_timed(command + [
+                        str(folder / f"ray-{timeline.stem}"), "--engine", "ray", "--num-workers", str(n),
+                        "--cpus-per-worker", str(cpus_per_worker), "--address", address, "--timeline", str(timeline)])
+                    times[key].append(seconds)
+                    stats[key] = timeline_stats(timeline, start, start + seconds)
     out = {key: per_second(spread(runs_s), len(ads), "ads/s") for key, runs_s in times.items()}
     for key in keys.values():
         out[key]["x single process"] = out[key]["ads/s"] / out[single]["ads/s"]
         out[key].update(stats[key])
     return out
+
+
+def run_timed(args: Sequence[str]) -> tuple:
+    """Run ``python -m pipeline ARGS`` in a fresh process: (its seconds from start to exit, its start as
+    ``time.time()``). A failed run raises with the end of what it printed."""
+    import subprocess
+    import sys
+
+    start, started = time.time(), time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"python -m pipeline {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds, start
