@@ -225,15 +225,18 @@ def bench(
     ray_workers: List[int] = typer.Option([1, 2], "--ray-workers", help="Also time extract on Ray Data with these "
                                                                         "worker counts (0 to skip)."),
     ray_cpus_per_worker: int = typer.Option(1, "--ray-cpus-per-worker", help="CPUs (torch threads) per Ray actor."),
+    only_engines: bool = typer.Option(False, "--only-engines", help="Time only the extract engines (single process "
+                                                                    "and Ray), e.g. on more ads."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
     from pipeline.evaluation.bench import bench_ads, format_results, installed_extras, run_benchmarks
 
     backend, ray_workers, notes = installed_extras(backend or None, ray_workers)
     try:
-        results = run_benchmarks(model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size,
-                                 repeats=repeats, quantize=quantize, backend=backend)
-        if ray_workers:
+        results = {} if only_engines else run_benchmarks(
+            model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats,
+            quantize=quantize, backend=backend)
+        if ray_workers or only_engines:
             from pipeline.commands.ray_engine import bench_engines
 
             results.update(bench_engines(model, bench_ads(jobads, ads), ray_workers, batch_size, repeats,

@@ -712,6 +712,8 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
         command = ["extract", str(model), str(path), "--batch-size", str(batch_size), "--output"]
         for _ in range(repeats):
             times[single].append(run_timed(command + [str(folder / f"{next(runs)}.jsonl")])[0])
+            if not keys:  # Ray not installed: the single process alone
+                continue
             with ray_session(RaySettings(num_workers=max(workers), cpus_per_worker=cpus_per_worker)) as ray:
                 address = ray.get_runtime_context().gcs_address
                 for n, key in keys.items():
