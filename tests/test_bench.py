@@ -109,3 +109,13 @@ def test_bench_command_prints_the_table_for_a_matcher_only_pipeline(matcher_dir,
                                       "--sentences", "30", "--ads", "3", "--repeats", "1", "--ray-workers", "0"])
     assert result.exit_code == 0, result.output
     assert "matcher only" in result.output and "raw encoder" not in result.output
+
+
+def test_bench_only_engines_times_the_extract_command_alone(matcher_dir, shared_path):
+    """Without Ray rows (``--ray-workers 0``) only the single process is left: a real ``python -m pipeline
+    extract`` run, timed, and nothing of the pipeline benchmark."""
+    result = CliRunner().invoke(app, ["bench", str(matcher_dir), str(shared_path / "jobads" / "nhs_jobs_2020.jsonl.gz"),
+                                      "--ads", "3", "--repeats", "1", "--ray-workers", "0", "--only-engines"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[:3] for line in result.output.splitlines()[1:] if line.strip()]
+    assert rows == [["extract,", "single", "process"]] and "ads/s" in result.output
