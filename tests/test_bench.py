@@ -15,6 +15,7 @@ HAS_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "
 HAS_RAY = importlib.util.find_spec("ray") is not None
 
 
+@pytest.mark.slow  # ~40 s, in `make test-all`; `make test` runs the matcher-only bench and the engine turns
 def test_bench_times_every_stage_of_the_full_pipeline_on_real_ads(pipeline_dir, shared_path):
     jobads = [shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"]
     backend = "onnx-int8" if HAS_ORT else None

@@ -81,7 +81,11 @@ def assert_each_ad_once(out: Path, n_ads: int) -> None:
 # ------------------------------------------------------------------------------------------ a real run
 @needs_ray
 def test_ray_engine_writes_every_ad_once_with_the_single_engine_records(tmp_path, ray_local, matcher_dir,
-                                                                         matcher_nlp, jobads):
+                                                                         matcher_nlp, jobads, monkeypatch):
+    """The CLI on two real files; its actors log their batches (``--timeline``), and the pool hands each actor one
+    batch at a time (``RaySettings.batches_per_worker``)."""
+    strategies, real = [], ray_local.data.ActorPoolStrategy
+    monkeypatch.setattr(ray_local.data, "ActorPoolStrategy", lambda **kw: strategies.append(kw) or real(**kw))
     out = tmp_path / "out"
     timeline = tmp_path / "timeline.jsonl"
     result = CliRunner().invoke(app, ["extract", str(matcher_dir), *map(str, jobads["jsonl"]), "--output", str(out),
@@ -90,6 +94,7 @@ def test_ray_engine_writes_every_ad_once_with_the_single_engine_records(tmp_path
     assert result.exit_code == 0, result.output
     batches = [e for e in map(json.loads, timeline.read_text().splitlines()) if e["event"] == "batch"]
     assert sum(e["ads"] for e in batches) == N_TECH + N_NHS and "s to the first batch" in result.output
+    assert strategies == [{"size": 2, "max_tasks_in_flight_per_actor": 1}]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["ads_in"], summary["ads_out"], summary["rejected"]) == (N_TECH + N_NHS + 2, N_TECH + N_NHS, 2)
     assert summary["rejected_by_reason"] == {"malformed JSON": 1, "empty text field 'description'": 1}
@@ -171,29 +176,6 @@ class FailLaterActor(PipelineActor):
 def with_args(actor: type, **kwargs) -> type:
     """``actor`` with constructor arguments bound (extract_ray passes only the pipeline's)."""
     return type(actor.__name__, (actor,), {"__init__": lambda self, **kw: actor.__init__(self, **kwargs, **kw)})
-
-
-@needs_ray
-def test_timed_actors_log_every_ad_and_the_pool_hands_out_one_batch_at_a_time(tmp_path, ray_local, matcher_dir,
-                                                                              jobads, monkeypatch):
-    """What ``bench`` times its Ray rows with, on the 40 Parquet ads; and the pool's queue of one batch per actor
-    (``RaySettings.batches_per_worker``) reaches Ray."""
-    from pipeline.commands.ray_engine import TimedPipelineActor, timeline_stats
-
-    strategies, real = [], ray_local.data.ActorPoolStrategy
-    monkeypatch.setattr(ray_local.data, "ActorPoolStrategy", lambda **kw: strategies.append(kw) or real(**kw))
-    timeline = tmp_path / "timeline.jsonl"
-    start = time.time()
-    extract_ray(matcher_dir, jobads["parquet"], tmp_path / "out", settings=RaySettings(batch_size=8),
-                actor=TimedPipelineActor, actor_options={"timeline": str(timeline)})
-    end = time.time()
-    assert strategies == [{"size": 2, "max_tasks_in_flight_per_actor": 1}]
-    events = [json.loads(line) for line in timeline.read_text().splitlines()]
-    batches = [e for e in events if e["event"] == "batch"]
-    assert sum(e["ads"] for e in batches) == 40  # report rows are not ads
-    assert {e["actor"] for e in batches} <= {e["actor"] for e in events if e["event"] == "load"}
-    stats = timeline_stats(timeline, start, end)
-    assert 0 < stats["start-up s"] < end - start and stats["tail s"] >= 0 and 0 < stats["actor busy share"] <= 1
 
 
 @needs_ray
