@@ -23,7 +23,7 @@ from pipeline.commands.cli import app
 from pipeline.commands.extract import pipe_records
 from pipeline.commands.ray_engine import PipelineActor, RaySettings, extract_ray
 from pipeline.errors import ConfigError
-from pipeline.io.jobads import AdFormat, read_ads
+from pipeline.io.jobads import read_ads
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason='Ray is an optional extra, not installed: pip install ".[ray]"')

@@ -55,7 +55,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -730,7 +730,7 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
     return out
 
 
-def run_timed(args: Sequence[str]) -> tuple:
+def run_timed(args: Sequence[str]) -> Tuple[float, float]:
     """Run ``python -m pipeline ARGS`` in a fresh process: (its seconds from start to exit, its start as
     ``time.time()``). A failed run raises with the end of what it printed."""
     import subprocess
