@@ -76,8 +76,11 @@ evaluate: install
 	$(BIN)/python -m pipeline evaluate $(MODELS) $(BENCHMARK) $(SPANS) --output $(METRICS) \
 		$(if $(wildcard $(CORPUS_DIR)/manifest.json),--corpus $(CORPUS_DIR))
 
+# BENCH_ARGS: more bench options, e.g. the engines alone on more ads (Ray's fixed start-up weighs on short runs):
+# BENCH_ARGS="--only-engines --ads 2000 --batch-size 32 --ray-workers 2"
 bench: install
-	$(BIN)/python -m pipeline bench $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(JOBADS)
+	$(BIN)/python -m pipeline bench $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(JOBADS) \
+		$(BENCH_ARGS)
 
 # Extraction on Ray Data (pip install ".[ray]"): Parquet tables + summary.json in OUT; a rerun resumes.
 # A local Ray with WORKERS CPUs, or the cluster in RAY_ADDRESS.
