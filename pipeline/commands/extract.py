@@ -99,6 +99,16 @@ def _contract(item: Union[Doc, Span], extension: str) -> List[SkillPrediction]:
     return list(item._.get(extension) or []) if item.has_extension(extension) else []
 
 
+@contextmanager
+def per_ad_warnings_silenced() -> Iterator[None]:
+    """Silence the segmenter's per-ad warnings (non-English, truncated): a run counts them instead, as every
+    record carries ``is_english`` and ``truncated_chars`` (one line of the summary, not one warning per ad)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonEnglishWarning)
+        warnings.simplefilter("ignore", LongDocumentWarning)
+        yield
+
+
 def pipe_docs(nlp: Language, ads: Iterable[JobAd], *, batch_size: int = 32,
               n_process: int = 1) -> Iterator[Tuple[Doc, str]]:
     """(doc, ad id) per ad, in order; ``n_process`` > 1 runs spaCy's own worker processes (predictions live in
@@ -259,10 +269,7 @@ def extract_file(
     report = ReadReport()
     summary = ExtractSummary()
     outputs = Outputs(output, csv_path, html_path, ranking, print_table, top_k)
-    with warnings.catch_warnings():
-        # Per-ad warnings become one line of the summary (each record carries is_english / truncated_chars).
-        warnings.simplefilter("ignore", NonEnglishWarning)
-        warnings.simplefilter("ignore", LongDocumentWarning)
+    with per_ad_warnings_silenced():
         docs = pipe_docs(nlp, iter_ads(files, ad_format, report), batch_size=batch_size, n_process=n_process)
         _write_docs(docs, summary, Path(input).name, outputs, stream if stream is not None else sys.stdout)
     summary.add_report(report)

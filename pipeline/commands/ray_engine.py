@@ -48,6 +48,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -246,22 +248,18 @@ class PipelineActor:
     tasks import the module too and need none of it."""
 
     def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32):
-        from pipeline.commands.extract import pipe_records
         from pipeline.components.pipes import load_pipeline
-        from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 
         self.nlp = load_pipeline(model, config=config or {})
         self.batch_size = batch_size
-        self.pipe_records = pipe_records
-        self.per_ad_warnings = (NonEnglishWarning, LongDocumentWarning)  # counted per ad in the records instead
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipeline.commands.extract import per_ad_warnings_silenced, pipe_records
+
         rows = batch.to_pylist()
         ads = [JobAd(row["id"], row["text"], row["source"]) for row in rows if row["kind"] == AD]
-        with warnings.catch_warnings():
-            for category in self.per_ad_warnings:
-                warnings.simplefilter("ignore", category)
-            records = iter(list(self.pipe_records(self.nlp, ads, batch_size=self.batch_size)))
+        with per_ad_warnings_silenced():
+            records = iter(list(pipe_records(self.nlp, ads, batch_size=self.batch_size)))
         out = [{"input": row["input"], "seq": row["seq"], "kind": row["kind"], "report": row["report"],
                 **(result_columns(next(records)) if row["kind"] == AD else {})} for row in rows]
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
@@ -288,9 +286,9 @@ def _typed(name: str, value: Any) -> Any:
 
 
 class TimedPipelineActor(PipelineActor):
-    """A ``PipelineActor`` that appends when it loaded and how long each batch took to a JSON Lines file:
-    ``bench``'s view of where a Ray run's time goes (``timeline_stats``). For a local Ray: the file is on this
-    machine."""
+    """A ``PipelineActor`` that appends when it loaded and how long each batch took to a JSON Lines file
+    (``extract --timeline``, the bench's Ray rows): where a Ray run's time goes (``timeline_stats``). Every actor
+    writes the same path, so on a cluster it must be on a shared filesystem."""
 
     def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32, *,
                  timeline: str):
@@ -733,9 +731,6 @@ def bench_engines(model: PathLike, ads: Sequence[str], workers: Sequence[int], b
 def run_timed(args: Sequence[str]) -> Tuple[float, float]:
     """Run ``python -m pipeline ARGS`` in a fresh process: (its seconds from start to exit, its start as
     ``time.time()``). A failed run raises with the end of what it printed."""
-    import subprocess
-    import sys
-
     start, started = time.time(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
     seconds = time.perf_counter() - started
