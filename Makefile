@@ -27,7 +27,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-all corpus train evaluate bench package ablation assemble clean
+.PHONY: install run test test-fast test-all corpus train evaluate bench package ablation assemble clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ assemble: install
 
 test: install
 	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_MARK) $(TEST_ARGS)
+
+# The fast tier: tests that need no embedded ESCO, corpus, training or Ray (marked at collection; under 2 minutes).
+test-fast: install
+	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest -m fast $(TEST_ARGS)
 
 # Every test, the slow ones too (a training or a Ray run resumed, the full pipeline and the bench on Ray).
 test-all: install
