@@ -9,9 +9,11 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +23,8 @@ from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
 from pipeline.commands.extract import pipe_records
-from pipeline.commands.ray_engine import PipelineActor, RaySettings, extract_ray
+from pipeline.commands.ray_engine import (STREAM_BUFFER, TESTED_RAY, PipelineActor, RaySettings,
+                                         SlowerStreamingWarning, data_context, extract_ray)
 from pipeline.errors import ConfigError
 from pipeline.io.jobads import read_ads
 
@@ -81,20 +84,20 @@ def assert_each_ad_once(out: Path, n_ads: int) -> None:
 # ------------------------------------------------------------------------------------------ a real run
 @needs_ray
 def test_ray_engine_writes_every_ad_once_with_the_single_engine_records(tmp_path, ray_local, matcher_dir,
-                                                                         matcher_nlp, jobads, monkeypatch):
-    """The CLI on two real files; its actors log their batches (``--timeline``), and the pool hands each actor one
-    batch at a time (``RaySettings.batches_per_worker``)."""
-    strategies, real = [], ray_local.data.ActorPoolStrategy
-    monkeypatch.setattr(ray_local.data, "ActorPoolStrategy", lambda **kw: strategies.append(kw) or real(**kw))
+                                                                         matcher_nlp, jobads):
+    """The CLI on two real files; its actors log their load and batches (``--timeline``): ``--num-workers 2``
+    loads the pipeline twice and both actors take batches."""
     out = tmp_path / "out"
     timeline = tmp_path / "timeline.jsonl"
     result = CliRunner().invoke(app, ["extract", str(matcher_dir), *map(str, jobads["jsonl"]), "--output", str(out),
                                       "--engine", "ray", "--num-workers", "2", "--batch-size", "16",
                                       "--timeline", str(timeline)])
     assert result.exit_code == 0, result.output
-    batches = [e for e in map(json.loads, timeline.read_text().splitlines()) if e["event"] == "batch"]
+    events = [json.loads(line) for line in timeline.read_text().splitlines()]
+    batches = [e for e in events if e["event"] == "batch"]
     assert sum(e["ads"] for e in batches) == N_TECH + N_NHS and "s to the first batch" in result.output
-    assert strategies == [{"size": 2, "max_tasks_in_flight_per_actor": 1}]
+    actors = {e["actor"] for e in events if e["event"] == "load"}
+    assert len(actors) == 2 and {e["actor"] for e in batches} == actors
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["ads_in"], summary["ads_out"], summary["rejected"]) == (N_TECH + N_NHS + 2, N_TECH + N_NHS, 2)
     assert summary["rejected_by_reason"] == {"malformed JSON": 1, "empty text field 'description'": 1}
@@ -252,25 +255,51 @@ def test_ray_engine_runs_the_full_pipeline_with_its_ranker(tmp_path, ray_local, 
                                          for a, b in zip(got[record["id"]], record["ranking"]))
 
 
-def test_the_engine_module_loads_without_the_models_stack():
-    """Ray's read and write tasks import this module: they must not pay for spaCy and torch (the actors do)."""
+ENGINE_MODULES = ["pipeline.commands.ray_engine", *(f"pipeline.commands.ray_engine.{name}"
+                                                   for name in ("read", "actor", "sink", "output", "engine"))]
+
+
+def test_the_engine_modules_load_without_the_models_stack():
+    """Ray's read and write tasks import the package: they must not pay for spaCy and torch (the actors do)."""
     import subprocess
 
-    code = "import sys, pipeline.commands.ray_engine; print(sorted({'spacy', 'torch', 'thinc'} & set(sys.modules)))"
+    code = (f"import sys; import {', '.join(ENGINE_MODULES)}; "
+            "print(sorted({'spacy', 'torch', 'thinc'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 
+@needs_ray
 def test_a_run_sets_ray_datas_block_size_and_stream_buffer_and_restores_them():
-    from types import SimpleNamespace
+    """On the pinned Ray's own DataContext: the private stream buffer ``RaySettings.stream_blocks`` sets is there
+    (a Ray that drops it fails here, before runs get slower), a run sets it and the block size, and puts both
+    back even when the run fails."""
+    import ray
 
-    from pipeline.commands.ray_engine import STREAM_BUFFER, data_context
+    context = ray.data.DataContext.get_current()
+    assert ray.__version__ == TESTED_RAY, f"Ray {ray.__version__}: measure stream_blocks again, then set TESTED_RAY"
+    assert hasattr(context, STREAM_BUFFER), f"Ray {ray.__version__}'s DataContext has no {STREAM_BUFFER}"
+    before = (context.target_max_block_size, getattr(context, STREAM_BUFFER))
+    assert before[0] != 4096 and before[1] != 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowerStreamingWarning)
+        with pytest.raises(RuntimeError, match="mid-run"):
+            with data_context(context, RaySettings(block_bytes=4096, stream_blocks=16)):
+                assert (context.target_max_block_size, getattr(context, STREAM_BUFFER)) == (4096, 16)
+                raise RuntimeError("mid-run")
+    assert (context.target_max_block_size, getattr(context, STREAM_BUFFER)) == before
 
-    context = SimpleNamespace(target_max_block_size=128 * 1024 * 1024, **{STREAM_BUFFER: 2})
-    ray = SimpleNamespace(data=SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: context)))
-    settings = RaySettings(block_bytes=4096, stream_blocks=16)
-    with pytest.raises(RuntimeError, match="mid-run"):
-        with data_context(ray, settings):
-            assert (context.target_max_block_size, getattr(context, STREAM_BUFFER)) == (4096, 16)
-            raise RuntimeError("mid-run")
-    assert (context.target_max_block_size, getattr(context, STREAM_BUFFER)) == (128 * 1024 * 1024, 2)
+
+@needs_ray
+def test_a_ray_without_the_stream_buffer_says_the_run_will_be_slower():
+    """A Ray whose DataContext lost the private setting (a fresh DataContext of the real Ray, the setting
+    removed): the run warns and still sets (and restores) the block size."""
+    from ray.data import DataContext
+
+    context = DataContext()
+    delattr(context, STREAM_BUFFER)
+    default = context.target_max_block_size
+    with pytest.warns(SlowerStreamingWarning, match=f"tested with Ray {re.escape(TESTED_RAY)}.*slower"):
+        with data_context(context, RaySettings(block_bytes=4096)):
+            assert context.target_max_block_size == 4096
+    assert context.target_max_block_size == default and not hasattr(context, STREAM_BUFFER)

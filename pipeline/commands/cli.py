@@ -229,7 +229,7 @@ def bench(
                                                                     "and Ray), e.g. on more ads."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
-    from pipeline.evaluation.bench import bench_ads, format_results, installed_extras, run_benchmarks
+    from pipeline.evaluation.bench import bench_ads, bench_engines, format_results, installed_extras, run_benchmarks
 
     backend, ray_workers, notes = installed_extras(backend or None, ray_workers)
     try:
@@ -237,8 +237,6 @@ def bench(
             model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats,
             quantize=quantize, backend=backend)
         if ray_workers or only_engines:
-            from pipeline.commands.ray_engine import bench_engines
-
             results.update(bench_engines(model, bench_ads(jobads, ads), ray_workers, batch_size, repeats,
                                          cpus_per_worker=ray_cpus_per_worker))
     except KNOWN_ERRORS as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, Tuple
+from typing import Any, Dict, Iterable, Iterator, Mapping, Tuple
 
 from pipeline.io.jobads import ReadReport
 
@@ -53,9 +53,14 @@ class ExtractSummary:
 
     def add_report(self, report: ReadReport) -> None:
         """The reader's counts by reason (rejected lines are the skipped ones)."""
-        totals = report.totals()
+        self.add_read_totals(report.totals())
+
+    def add_read_totals(self, totals: Mapping[str, Mapping[str, int]]) -> None:
+        """The reader's counts by reason as ``ReadReport.totals`` gives them (``rejected_lines``,
+        ``repaired_lines``, ``file_errors``), also when summed elsewhere: ``extract --engine ray`` reads each file
+        in its own task and adds up their reports."""
         self.skipped, self.repaired, self.file_errors = (
-            totals["rejected_lines"], totals["repaired_lines"], totals["file_errors"])
+            dict(totals["rejected_lines"]), dict(totals["repaired_lines"]), dict(totals["file_errors"]))
         self.n_skipped = sum(self.skipped.values())
         self.n_repaired = sum(self.repaired.values())
         self.n_file_errors = sum(self.file_errors.values())
