@@ -195,8 +195,8 @@ def test_build_pipeline_fills_the_keys_from_a_corpus(esco_path, corpus_dir):
     ({"sections": {"Our Perks": ["perks"]}}, "section name 'Our Perks'"),
     ({"skill_headings": ["requirements", " "]}, "skill_headings must be a list of regular expressions"),
     ({"max_heading_words": 0}, r"\[components.esco_boilerplate_filter\] max_heading_words must be >= 1, got 0"),
-    ({"sections": {"benefits": "perks"}}, r"\[components.esco_boilerplate_filter.sections\] benefits: input should be a "
-                                          "valid tuple"),
+    ({"sections": {"benefits": "perks"}},
+     r"\[components.esco_boilerplate_filter.sections\] benefits: input should be a valid tuple"),
 ])
 def test_bad_config_values_fail_when_the_pipe_is_added(config, message):
     nlp = spacy.blank("en")

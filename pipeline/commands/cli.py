@@ -10,6 +10,7 @@ import typer
 
 from pipeline.commands.packaging import PACKAGE_NAME, PACKAGE_VERSION
 from pipeline.components.encoder import DEFAULT_ENCODER
+from pipeline.components.pipes import MATCHER
 from pipeline.corpus.build import CorpusSettings
 from pipeline.errors import ConfigError, EscoSkillsError
 from pipeline.io.jobads import ID_FIELD, TEXT_FIELD
@@ -40,7 +41,7 @@ def assemble(
         nlp = build(esco, output, with_ranker=ranker, encoder=encoder)
     except KNOWN_ERRORS as err:
         _fail(err)
-    matcher = nlp.get_pipe("esco_skill_matcher")
+    matcher = nlp.get_pipe(MATCHER)
     typer.echo(f"wrote {output} with {nlp.pipe_names}")
     typer.echo("label policy: " + json.dumps(matcher.policy_report))
 

@@ -23,6 +23,7 @@ from pydantic import ValidationInfo, field_validator
 from spacy.util import registry
 
 from pipeline.components.factory import settings_block
+from pipeline.components.pipes import RANKER
 from pipeline.components.split_weights import from_split_packages
 from pipeline.errors import ModelNotFoundError
 from pipeline.settings import Field, Settings, StrictBool, StrictInt, StrictStr
@@ -316,6 +317,6 @@ def quantized_override(component: str = "esco_skill_ranker") -> dict:
     return {"components": {component: {"encoder": {"quantize": True}}}}
 
 
-def backend_override(backend: str, component: str = "esco_skill_ranker") -> dict:
+def backend_override(backend: str, component: str = RANKER) -> dict:
     """``spacy.load(path, config=backend_override("onnx-int8"))`` runs the ranker's encoder on that backend."""
     return {"components": {component: {"encoder": {"backend": backend}}}}

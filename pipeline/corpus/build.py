@@ -48,6 +48,7 @@ from pydantic import ValidationInfo, field_validator
 from spacy.util import minibatch
 
 from pipeline import ESCO_ATTRIBUTION, __version__
+from pipeline.components.pipes import MATCHER
 from pipeline.corpus.labelling import (
     LineResult,
     Mention,
@@ -374,7 +375,7 @@ def build_corpus(
         write_boilerplate(output / BOILERPLATE_FILE, builder.boilerplate_rows())
         builder.timing["save"] = time.perf_counter() - save_start
     builder.timing["total"] = time.perf_counter() - started
-    matcher = nlp.get_pipe("esco_skill_matcher")
+    matcher = nlp.get_pipe(MATCHER)
     run = {"start_method": method if workers > 1 else None}
     manifest = builder.manifest(files, matcher.taxonomy, matcher.policy_report, esco, pipeline_path, run)
     write_json_atomic(output / MANIFEST_FILE, manifest)
