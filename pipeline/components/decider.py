@@ -196,7 +196,7 @@ class SkillDecider:
     @property
     def explicit_weight(self) -> float:
         """The ranker's fusion weight (``skill_features`` undoes it); 0 without a ranker."""
-        return float(self.nlp.get_pipe(RANKER).explicit_weight) if RANKER in self.nlp.pipe_names else 0.0
+        return float(self.nlp.get_pipe(RANKER).settings.explicit_weight) if RANKER in self.nlp.pipe_names else 0.0
 
     @property
     def index(self):

@@ -17,7 +17,10 @@ from spacy.lookups import Lookups, load_lookups
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
+from pipeline.components.factory import component_factory
+from pipeline.components.pipes import NORMALIZER
 from pipeline.errors import IncompletePipelineError
+from pipeline.settings import Settings, StrictBool
 
 TABLE_NAME = "lemma_lookup"
 
@@ -33,11 +36,17 @@ def load_lookup_table(lang: str = "en", table: str = "lemma_lookup") -> Lookups:
     return lookups
 
 
+class NormalizerSettings(Settings):
+    """``[components.esco_token_normalizer]``: ``lowercase`` lower-cases a word before its lemma is looked up."""
+
+    lowercase: StrictBool = True
+
+
 class TokenNormalizer:
-    def __init__(self, vocab: Vocab, name: str = "esco_token_normalizer", *, lowercase: bool = True):
+    def __init__(self, vocab: Vocab, name: str = NORMALIZER, settings: NormalizerSettings = NormalizerSettings()):
         self.vocab = vocab
         self.name = name
-        self.lowercase = lowercase
+        self.lowercase = settings.lowercase
         self.lookups = Lookups()
         self.table = self.lookups.add_table(TABLE_NAME)
         self._cache: Dict[int, str] = {}
@@ -74,10 +83,6 @@ class TokenNormalizer:
         return self
 
 
-@Language.factory(
-    "esco_token_normalizer",
-    assigns=["token.norm"],
-    default_config={"lowercase": True},
-)
-def make_token_normalizer(nlp: Language, name: str, lowercase: bool) -> TokenNormalizer:
-    return TokenNormalizer(nlp.vocab, name, lowercase=lowercase)
+@component_factory(NORMALIZER, NormalizerSettings, assigns=["token.norm"])
+def make_token_normalizer(nlp: Language, name: str, settings: NormalizerSettings) -> TokenNormalizer:
+    return TokenNormalizer(nlp.vocab, name, settings)

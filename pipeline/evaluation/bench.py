@@ -28,7 +28,7 @@ from pipeline.io import jobads
 from pipeline.io.text import clean_job_ad, iter_lines
 
 
-def read_ads(paths: Sequence[Path], limit: int, text_field: str = "description") -> List[str]:
+def read_ads(paths: Sequence[Path], limit: int, text_field: str = jobads.TEXT_FIELD) -> List[str]:
     """The first `limit` ads, spread over the files, read by the job-ad reader ``corpus`` and ``extract`` use."""
     per_file = max(1, limit // max(1, len(paths)))
     ad_format = jobads.AdFormat(text_field=text_field)
