@@ -211,7 +211,7 @@ def bench_engines(model: Union[str, Path], ads: Sequence[str], workers: Sequence
     with tempfile.TemporaryDirectory(prefix="esco-bench-") as tmp:
         folder = Path(tmp)
         path = folder / "ads.jsonl"
-        path.write_text("".join(json.dumps({"id": f"bench-{i}", "description": text}) + "\n"
+        path.write_text("".join(json.dumps({jobads.ID_FIELD: f"bench-{i}", jobads.TEXT_FIELD: text}) + "\n"
                                 for i, text in enumerate(ads)), encoding="utf-8")
         command = ["extract", str(model), str(path), "--batch-size", str(batch_size), "--output"]
         for _ in range(repeats):
