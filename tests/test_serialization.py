@@ -5,6 +5,8 @@ boilerplate filter with keys), ``exclude`` leaves a part out by name, and a fold
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 import re
 import shutil
 
@@ -14,8 +16,10 @@ import spacy
 import srsly
 
 from pipeline.components.decider import GATE_FILE, encode_sentences, sentence_vector
+from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path
 from pipeline.components.matcher import KB_DIR, PATTERNS_FILE
 from pipeline.components.normalizer import LOOKUPS_FILE
+from pipeline.components.onnx_backend import ONNX_META_FILE, ONNX_MODEL_FILE, OnnxInt8Model, weights_fingerprint
 from pipeline.components.pipes import ALL_PIPES, BOILERPLATE, DECIDER, MATCHER, NORMALIZER, RANKER, SEGMENTER
 from pipeline.components.boilerplate import KEYS_FILE
 from pipeline.components.ranker import ENCODER_DIR, INDEX_FILE, SKILLS_FILE
@@ -167,3 +171,22 @@ def test_a_missing_file_is_named_unless_its_part_is_excluded(nlp, saved, tmp_pat
     with pytest.raises(IncompletePipelineError, match=re.escape(str(folder / missing)) + ".* incomplete"):
         blank(nlp).get_pipe(name).from_disk(folder)
     blank(nlp).get_pipe(name).from_disk(folder, exclude=[part])
+
+
+# ---------------------------------------------------------------------------------------------- the encoder
+@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")),
+                    reason='onnxruntime is an optional extra: pip install ".[fast]"')
+def test_encoder_bytes_carry_weights_tokenizer_and_int8_export(ads):
+    encoder = TransformerEncoder(resolve_model_path(DEFAULT_ENCODER), EncoderSettings(backend="onnx-int8"))
+    data = encoder.to_bytes()  # exports to int8 once, as saving to disk does
+    assert {"config.json", "model.safetensors", "tokenizer.json", ONNX_MODEL_FILE, ONNX_META_FILE} <= set(
+        srsly.msgpack_loads(data))
+    copy = TransformerEncoder.from_bytes(data, encoder.settings)
+    # the export is read at first use, beside the weights: there, and made from these weights
+    assert OnnxInt8Model.from_disk(copy.path, weights_fingerprint(copy.model)) is not None
+    sentences = [line for line in ads[1].splitlines() if line.strip()][:8]
+    np.testing.assert_allclose(copy.encode(sentences), encoder.encode(sentences), atol=1e-6)
+    folder = copy.path
+    del copy
+    gc.collect()
+    assert not folder.exists()  # the temporary folder goes with the encoder

@@ -266,16 +266,16 @@ class SkillRanker(Serializable):
         """The encoder (a folder of transformer files on disk, see ``TransformerEncoder.to_bytes``), then the skill
         index's vectors and skills (two files beside it)."""
         return {
-            ENCODER_DIR: Part(lambda: self._saved().encoder.to_bytes(),
+            ENCODER_DIR: Part(lambda: self._initialized().encoder.to_bytes(),
                               lambda data: setattr(self, "encoder", TransformerEncoder.from_bytes(data, self.settings)),
-                              write=lambda path: self._saved().encoder.save(path), read=self._load_encoder),
-            INDEX_FILE: Part(lambda: self._saved().index.vectors_bytes(),
+                              write=lambda path: self._initialized().encoder.save(path), read=self._load_encoder),
+            INDEX_FILE: Part(lambda: self._initialized().index.vectors_bytes(),
                              lambda data: self._loading_index().load_vectors(data)),
-            SKILLS_FILE: Part(lambda: self._saved().index.skills_bytes(),
+            SKILLS_FILE: Part(lambda: self._initialized().index.skills_bytes(),
                               lambda data: self._loading_index().load_skills(data)),
         }
 
-    def _saved(self) -> "SkillRanker":
+    def _initialized(self) -> "SkillRanker":
         if self.encoder is None or self.index is None:
             raise NotInitializedError(f"'{self.name}' has nothing to save: initialize it first.")
         return self
