@@ -48,7 +48,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from spacy.attrs import SENT_START
@@ -59,8 +59,9 @@ from pipeline.components.factory import component_factory
 from pipeline.components.pipes import BOILERPLATE
 from pipeline.components.predictions import mark_skipped, register_extensions, set_decisions
 from pipeline.io.boilerplate import line_key
-from pipeline.errors import ConfigError, IncompletePipelineError
+from pipeline.errors import ConfigError
 from pipeline.settings import Field, Settings, StrictBool, StrictInt, StrictStr
+from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
 
 KEYS_FILE = "boilerplate_keys.npy"
 BOILERPLATE_REASON = "boilerplate"
@@ -261,7 +262,7 @@ class BoilerplateSettings(Settings):
     skill_headings: Tuple[StrictStr, ...] = DEFAULT_SKILL_HEADINGS
 
 
-class BoilerplateFilter:
+class BoilerplateFilter(Serializable):
     """Marks boilerplate sentences and sentences of skipped sections (see the module docstring)."""
 
     def __init__(self, nlp: Language, name: str = BOILERPLATE, settings: BoilerplateSettings = BoilerplateSettings()):
@@ -332,18 +333,10 @@ class BoilerplateFilter:
         return [sent for sent, text in sentences if line_key(text, fold_digits=True) in self.keys]
 
     # ------------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        np.save(path / KEYS_FILE, np.asarray(sorted(self.keys), dtype=np.uint64), allow_pickle=False)
-
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "BoilerplateFilter":
-        file = Path(path) / KEYS_FILE
-        if not file.exists():
-            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is "
-                                          "incomplete.")
-        self.keys = frozenset(int(key) for key in np.load(file, allow_pickle=False))
-        return self
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The boilerplate keys, sorted, as a uint64 ``.npy`` (the rules are the config's)."""
+        return {KEYS_FILE: Part(lambda: npy_bytes(np.asarray(sorted(self.keys), dtype=np.uint64)),
+                                lambda data: setattr(self, "keys", frozenset(int(key) for key in read_npy(data))))}
 
 
 @component_factory(BOILERPLATE, BoilerplateSettings, assigns=["doc._.esco_skipped", "doc._.esco_decisions"],

@@ -13,11 +13,15 @@ is rebuilt when the float weights changed since it was made.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union, get_args
 
 import numpy as np
+import srsly
 import torch
 from pydantic import ValidationInfo, field_validator
 from spacy.util import registry
@@ -310,6 +314,27 @@ class TransformerEncoder(torch.nn.Module):
                 runner = self._derived_model(self._onnx_or_fallback)
             if runner is not None:
                 runner.to_disk(path)
+
+    def to_bytes(self) -> bytes:
+        """What ``save`` writes (safetensors weights, config, tokenizer files, the int8 export where there is one)
+        as msgpack of {file name: bytes}: one way to write the encoder, so a file cannot be missing from the bytes."""
+        with tempfile.TemporaryDirectory(prefix="esco-encoder-") as tmp:
+            self.save(tmp)
+            return srsly.msgpack_dumps({str(f.relative_to(tmp)): f.read_bytes()
+                                        for f in sorted(Path(tmp).rglob("*")) if f.is_file()})
+
+    @classmethod
+    def from_bytes(cls, bytes_data: bytes, settings: EncoderSettings) -> "TransformerEncoder":
+        """The encoder ``to_bytes`` wrote, through a temporary folder. Why a folder: transformers builds a model and
+        a tokenizer from files only (``from_pretrained``, local files, no download). It is removed with the encoder,
+        not before: the int8 ONNX export saved beside the weights is read at first use, not at load."""
+        folder = Path(tempfile.mkdtemp(prefix="esco-encoder-"))
+        for name, content in srsly.msgpack_loads(bytes_data).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(content)
+        encoder = cls(folder, settings)
+        weakref.finalize(encoder, shutil.rmtree, folder, ignore_errors=True)
+        return encoder
 
 
 def quantized_override(component: str = "esco_skill_ranker") -> dict:

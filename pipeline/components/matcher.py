@@ -9,8 +9,7 @@ visible, configurable policy (``LabelPolicy``), because ESCO's alternative label
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import srsly
 from spacy.lang.en.stop_words import STOP_WORDS
@@ -21,10 +20,11 @@ from spacy.util import filter_spans, registry
 
 from pipeline.components.factory import component_factory, settings_block
 from pipeline.components.pipes import MATCHER
-from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
+from pipeline.errors import ConfigError, NotInitializedError
 from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
 from pipeline.esco.taxonomy import EscoTaxonomy
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
+from pipeline.io.serialization import Part, Serializable
 
 PATTERNS_FILE = "patterns.msgpack"
 MATCH_KEY = "ESCO_SKILL"
@@ -92,7 +92,7 @@ def strip_parenthetical(label: str) -> str:
     return _PARENTHETICAL.sub("", label).strip()
 
 
-class SkillMatcher:
+class SkillMatcher(Serializable):
     def __init__(
         self,
         nlp: Language,
@@ -216,36 +216,37 @@ class SkillMatcher:
         return {start: sorted(p.values(), key=lambda x: -x.score) for start, p in per_sentence.items()}
 
     # ------------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The knowledge base (a folder on disk, loaded first: the patterns link to its skills), then the patterns."""
+        return {
+            KB_DIR: Part(lambda: self._saved_taxonomy().to_bytes(),
+                         lambda data: setattr(self, "taxonomy", EscoTaxonomy.from_bytes(data)),
+                         write=lambda path: self._saved_taxonomy().to_disk(path),
+                         read=lambda path: setattr(self, "taxonomy", EscoTaxonomy.from_disk(path))),
+            PATTERNS_FILE: Part(lambda: srsly.msgpack_dumps(self._patterns_data()),
+                                lambda data: self._set_patterns(srsly.msgpack_loads(data))),
+        }
+
+    def _saved_taxonomy(self) -> EscoTaxonomy:
         if self.taxonomy is None:
             raise NotInitializedError(f"'{self.name}' has no knowledge base to save: initialize it first.")
-        self.taxonomy.to_disk(path / KB_DIR)
-        srsly.write_msgpack(
-            path / PATTERNS_FILE,
-            {
-                "policy": self.policy.model_dump(mode="json"),
-                "report": self.policy_report,
-                "patterns": [[k, list(p.tokens), p.mode, [list(s) for s in p.skills]]
-                             for k, p in self.patterns.items()],
-            },
-        )
+        return self.taxonomy
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillMatcher":
-        path = Path(path)
-        file = path / PATTERNS_FILE
-        if not file.exists():
-            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
-        self.taxonomy = EscoTaxonomy.from_disk(path / KB_DIR)
-        data = srsly.read_msgpack(file)
+    def _patterns_data(self) -> dict:
+        return {
+            "policy": self.policy.model_dump(mode="json"),
+            "report": self.policy_report,
+            "patterns": [[k, list(p.tokens), p.mode, [list(s) for s in p.skills]] for k, p in self.patterns.items()],
+        }
+
+    def _set_patterns(self, data: dict) -> None:
+        """The saved patterns (the policy that made them is the config's), compiled into the PhraseMatchers."""
         self.policy_report = data["report"]
         self.patterns = {
             key: Pattern(tuple(tokens), mode, [(u, bool(p)) for u, p in skills])
             for key, tokens, mode, skills in data["patterns"]
         }
         self._compile()
-        return self
 
 
 def sentence_starts(doc: Doc) -> List[int]:

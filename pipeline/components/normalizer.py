@@ -9,8 +9,7 @@ stored in the pipeline folder so loading needs no lookups package) and writes th
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Union
+from typing import Callable, Dict, Optional
 
 from spacy.language import Language
 from spacy.lookups import Lookups, load_lookups
@@ -19,10 +18,11 @@ from spacy.vocab import Vocab
 
 from pipeline.components.factory import component_factory
 from pipeline.components.pipes import NORMALIZER
-from pipeline.errors import IncompletePipelineError
 from pipeline.settings import Settings, StrictBool
+from pipeline.io.serialization import Part, Serializable
 
 TABLE_NAME = "lemma_lookup"
+LOOKUPS_FILE = "lookups.bin"
 
 
 def load_lookup_table(lang: str = "en", table: str = "lemma_lookup") -> Lookups:
@@ -42,7 +42,7 @@ class NormalizerSettings(Settings):
     lowercase: StrictBool = True
 
 
-class TokenNormalizer:
+class TokenNormalizer(Serializable):
     def __init__(self, vocab: Vocab, name: str = NORMALIZER, settings: NormalizerSettings = NormalizerSettings()):
         self.vocab = vocab
         self.name = name
@@ -70,17 +70,14 @@ class TokenNormalizer:
             token.norm_ = norm
         return doc
 
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        self.lookups.to_disk(path)
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The lemma table, in the file ``Lookups.to_disk`` writes (so loading needs no lookups package)."""
+        return {LOOKUPS_FILE: Part(self.lookups.to_bytes, self._set_lookups)}
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "TokenNormalizer":
-        file = Path(path) / "lookups.bin"
-        if not file.exists():
-            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
-        self.lookups = Lookups().from_disk(path)
+    def _set_lookups(self, data: bytes) -> None:
+        self.lookups = Lookups().from_bytes(data)
         self.table = self.lookups.get_table(TABLE_NAME)
         self._cache.clear()
-        return self
 
 
 @component_factory(NORMALIZER, NormalizerSettings, assigns=["token.norm"])

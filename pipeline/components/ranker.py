@@ -19,7 +19,7 @@ alone; at 0.5 or more every literal match ranks above every implied skill.
 """
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Union, get_args
+from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, get_args
 
 import numpy as np
 import srsly
@@ -29,12 +29,13 @@ from spacy.util import minibatch
 
 from pipeline.components.encoder import ENCODER_SETTINGS, EncoderSettings, TransformerEncoder, resolve_model_path
 from pipeline.components.factory import component_factory
-from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
+from pipeline.errors import ConfigError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.components.predictions import (SkillPrediction, register_extensions, set_predictions,
                                               skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt
+from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy, require
 
 SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
 SKILL_TEXTS = get_args(SkillTextMode)
@@ -106,20 +107,28 @@ class SkillIndex:
         pooled = (weights * sims).sum(axis=0) / weights.sum(axis=0)  # [n_texts]
         return self.pool(pooled[None, :], pooling)[0]
 
-    def to_disk(self, path: Path) -> None:
-        np.save(path / INDEX_FILE, self.vectors.astype(np.float16), allow_pickle=False)
-        srsly.write_msgpack(path / SKILLS_FILE, {"uris": self.uris, "labels": self.labels, "types": self.types,
-                                                 "offsets": self.offsets.tolist(), "mode": self.mode})
-
     @classmethod
-    def from_disk(cls, path: Path) -> "SkillIndex":
-        for name in (INDEX_FILE, SKILLS_FILE):
-            if not (path / name).exists():
-                raise IncompletePipelineError(f"'{path / name}' is missing: the ranker folder is incomplete.")
-        meta = srsly.read_msgpack(path / SKILLS_FILE)
-        vectors = np.load(path / INDEX_FILE, allow_pickle=False)
-        return cls(meta["uris"], meta["labels"], meta["types"], vectors, np.asarray(meta["offsets"]),
-                   meta.get("mode"))
+    def empty(cls) -> "SkillIndex":
+        """What a ranker loads its saved index into (``load_vectors``, ``load_skills``)."""
+        return cls([], [], [], np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
+
+    def vectors_bytes(self) -> bytes:
+        """``INDEX_FILE``: the vectors as float16 (half the size)."""
+        return npy_bytes(self.vectors.astype(np.float16))
+
+    def load_vectors(self, data: bytes) -> None:
+        self.vectors = read_npy(data).astype(np.float32)
+
+    def skills_bytes(self) -> bytes:
+        """``SKILLS_FILE``: which skill each block of rows stands for, and the ``skill_text`` it was built with."""
+        return srsly.msgpack_dumps({"uris": self.uris, "labels": self.labels, "types": self.types,
+                                    "offsets": self.offsets.tolist(), "mode": self.mode})
+
+    def load_skills(self, data: bytes) -> None:
+        meta = srsly.msgpack_loads(data)
+        self.uris, self.labels, self.types, self.mode = meta["uris"], meta["labels"], meta["types"], meta.get("mode")
+        self.offsets = np.asarray(meta["offsets"], np.int64)
+        self.position = {uri: i for i, uri in enumerate(self.uris)}
 
 
 class RankerSettings(Settings):
@@ -142,7 +151,7 @@ class RankerSettings(Settings):
         return {**defaults, "encoder": {"@misc": ENCODER_SETTINGS, **defaults["encoder"]}}
 
 
-class SkillRanker:
+class SkillRanker(Serializable):
     def __init__(self, nlp: Language, name: str = RANKER, settings: RankerSettings = RankerSettings()):
         self.nlp, self.name = nlp, name
         self.settings = settings
@@ -254,21 +263,32 @@ class SkillRanker:
         return np.clip(scores, 0.0, 1.0)
 
     # ------------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The encoder (a folder of transformer files on disk, see ``TransformerEncoder.to_bytes``), then the skill
+        index's vectors and skills (two files beside it)."""
+        return {
+            ENCODER_DIR: Part(lambda: self._initialized().encoder.to_bytes(),
+                              lambda data: setattr(self, "encoder", TransformerEncoder.from_bytes(data, self.settings.encoder)),
+                              write=lambda path: self._initialized().encoder.save(path), read=self._load_encoder),
+            INDEX_FILE: Part(lambda: self._initialized().index.vectors_bytes(),
+                             lambda data: self._loading_index().load_vectors(data)),
+            SKILLS_FILE: Part(lambda: self._initialized().index.skills_bytes(),
+                              lambda data: self._loading_index().load_skills(data)),
+        }
+
+    def _initialized(self) -> "SkillRanker":
         if self.encoder is None or self.index is None:
             raise NotInitializedError(f"'{self.name}' has nothing to save: initialize it first.")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.encoder.save(path / ENCODER_DIR)
-        self.index.to_disk(path)
-
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillRanker":
-        path = Path(path)
-        if not (path / ENCODER_DIR / "config.json").exists():
-            raise IncompletePipelineError(f"'{path / ENCODER_DIR}' holds no encoder: the ranker folder is incomplete.")
-        self.encoder = TransformerEncoder(path / ENCODER_DIR, self.settings.encoder)
-        self.index = SkillIndex.from_disk(path)
         return self
+
+    def _loading_index(self) -> SkillIndex:
+        if self.index is None:
+            self.index = SkillIndex.empty()
+        return self.index
+
+    def _load_encoder(self, folder: Path) -> None:
+        require(folder / "config.json", f"component '{self.name}'")
+        self.encoder = TransformerEncoder(folder, self.settings.encoder)
 
 
 def sync_index(nlp: Language, force: bool = False) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Tuple, Union
 
 import numpy
 from spacy.attrs import SENT_START
@@ -19,6 +19,7 @@ from spacy.util import registry
 
 from pipeline.components.factory import component_factory, settings_signature
 from pipeline.components.pipes import SEGMENTER
+from pipeline.io.serialization import Part, Serializable
 from pipeline.io.text import clean_job_ad, english_score, is_english
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -88,18 +89,19 @@ class JobAdTokenizer:
         for text in texts:
             yield self(text)
 
-    def to_disk(self, path: Union[str, Path], **kwargs) -> None:
-        self.tokenizer.to_disk(path, **kwargs)
+    # The rules are the wrapped tokenizer's; clean-up and max_chars come from the config.
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        self.tokenizer.to_disk(path, exclude=exclude)
 
-    def from_disk(self, path: Union[str, Path], **kwargs) -> "JobAdTokenizer":
-        self.tokenizer.from_disk(path, **kwargs)
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "JobAdTokenizer":
+        self.tokenizer.from_disk(path, exclude=exclude)
         return self
 
-    def to_bytes(self, **kwargs) -> bytes:
-        return self.tokenizer.to_bytes(**kwargs)
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return self.tokenizer.to_bytes(exclude=exclude)
 
-    def from_bytes(self, data: bytes, **kwargs) -> "JobAdTokenizer":
-        self.tokenizer.from_bytes(data, **kwargs)
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> "JobAdTokenizer":
+        self.tokenizer.from_bytes(bytes_data, exclude=exclude)
         return self
 
     def __getattr__(self, name: str):  # noqa: ANN204 - rules, prefix_search etc. of the wrapped tokenizer
@@ -148,7 +150,7 @@ class NonEnglishWarning(UserWarning):
     NonEnglishWarning)``) rather than by message text."""
 
 
-class JobAdSegmenter:
+class JobAdSegmenter(Serializable):
     """Sets sentence starts and ``doc._.english_score`` / ``doc._.is_english``.
 
     Non-English text is not dropped (a user may still want the literal matches), but it is flagged and a
@@ -196,12 +198,9 @@ class JobAdSegmenter:
             values = numpy.asarray([1 if start else -1 for start in starts], dtype=numpy.int64)
             doc.from_array([SENT_START], values.astype(numpy.uint64))
 
-    # Stateless: nothing to serialize beyond the config.
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "JobAdSegmenter":
-        return self
+    def serialization_parts(self) -> Dict[str, Part]:
+        """None: the segmenter is its config (an empty folder, an empty table in bytes)."""
+        return {}
 
 
 def register_segmenter_extensions() -> None:
