@@ -59,16 +59,6 @@ def test_the_mpnet_config_changes_the_encoder_and_nothing_else():
     assert mpnet_pipeline == default_pipeline  # as dicts: the overlay may list the components in another order
 
 
-def test_the_self_training_config_adds_one_source_to_the_default_recipe():
-    from pipeline.training.supervision import SelfTrainingPairs
-
-    default_settings, _, default_sources = resolve_training(read_config(CONFIGS / "implied.cfg"))
-    settings, _, sources = resolve_training(read_config(CONFIGS / "self_training.cfg"))
-    assert settings == default_settings
-    assert set(sources) - set(default_sources) == {"self_training"}
-    assert isinstance(sources["self_training"], SelfTrainingPairs)
-
-
 # ------------------------------------------------------------------ layering
 def test_every_overlay_extends_the_base_and_differs_only_in_its_negatives():
     base = read_config(CONFIGS / "in_batch.cfg")

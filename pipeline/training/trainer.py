@@ -309,7 +309,7 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
         raise ConfigError(f"[nlp] pipeline must contain '{RANKER}' to be trained, got {nlp.pipe_names}")
     taxonomy = find_taxonomy(nlp)
     ctx = SupervisionContext(taxonomy, nlp.get_pipe(RANKER).index.uris, Path(corpus_dir) if corpus_dir else None,
-                             random.Random(seed), ranker=nlp.get_pipe(RANKER))
+                             random.Random(seed))
     pairs, counts = collect_pairs(sources, ctx)
     dev = build_dev_signals(taxonomy, ctx.corpus_dir, max_masked=settings.dev_max_masked,
                             max_paraphrases=settings.dev_max_paraphrases) if settings.dev_signals else None
