@@ -172,7 +172,8 @@ def calibrate(
     ads: int = typer.Option(1000, "--ads", help="How many ads of --jobads (the first, spread over the files)."),
 ) -> None:
     """Fit the decider (gate, explicit and implied decisions, thresholds) and write it into MODEL."""
-    from pipeline.evaluation.calibration import calibrate as run_calibration, format_report
+    from pipeline.evaluation.calibration_report import format_report
+    from pipeline.training.decider_fit import calibrate as run_calibration
 
     try:
         result = run_calibration(model, corpus, validation, reliability_path=reliability, jobads=jobads, n_ads=ads)

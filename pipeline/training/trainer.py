@@ -31,11 +31,11 @@ from pipeline.components.assembly import build_pipeline
 from pipeline.components.onnx_backend import weights_fingerprint
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
-from pipeline.evaluation.calibration import calibrate_pipeline, record as record_calibration
 from pipeline.evaluation.dev_signals import DevSignals, build_dev_signals, dev_signal_scores
 from pipeline.evaluation.validation import (COMBINED_METRIC, SELECTION_METRIC, check_validation_files,
                                             combined_score, validation_scores)
 from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
+from pipeline.training.decider_fit import calibrate_pipeline, record as record_calibration
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.corpus.masking import mask_mentions
 from pipeline.corpus.storage import corpus_boilerplate
@@ -309,7 +309,7 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
         raise ConfigError(f"[nlp] pipeline must contain '{RANKER}' to be trained, got {nlp.pipe_names}")
     taxonomy = find_taxonomy(nlp)
     ctx = SupervisionContext(taxonomy, nlp.get_pipe(RANKER).index.uris, Path(corpus_dir) if corpus_dir else None,
-                             random.Random(seed), ranker=nlp.get_pipe(RANKER))
+                             random.Random(seed))
     pairs, counts = collect_pairs(sources, ctx)
     dev = build_dev_signals(taxonomy, ctx.corpus_dir, max_masked=settings.dev_max_masked,
                             max_paraphrases=settings.dev_max_paraphrases) if settings.dev_signals else None
