@@ -365,7 +365,6 @@ def _drop_reason(
     assigns=["doc.spans", "doc._.esco_skills", "doc._.esco_sentence_skills"],
     requires=["token.norm"],
     default_config={"label_policy": {"@misc": "esco.label_policy.v1"}},
-    default_score_weights={"esco_rp@5": 1.0},
 )
 def make_skill_matcher(nlp: Language, name: str, label_policy: LabelPolicy) -> SkillMatcher:
     return SkillMatcher(nlp, name, label_policy=label_policy)

@@ -296,7 +296,6 @@ def sync_index(nlp: Language, force: bool = False) -> bool:
         "explicit_weight": 0.5,
         "min_sentence_chars": 3,
     },
-    default_score_weights={"esco_rp@5": 1.0},
 )
 def make_skill_ranker(
     nlp: Language,
