@@ -140,7 +140,6 @@ class SkillRanker:
         check_values(f"components.{name}", SkillRanker.__init__, skill_text=skill_text, label_pooling=label_pooling,
                      scoring=scoring, token_temperature=token_temperature, top_k=top_k,
                      threshold=threshold, explicit_weight=explicit_weight, min_sentence_chars=min_sentence_chars)
-        encoder.validate(f"components.{name}.encoder")
         self.nlp, self.name = nlp, name
         self.settings = encoder
         self.skill_text, self.label_pooling = skill_text, label_pooling

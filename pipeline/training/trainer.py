@@ -28,7 +28,7 @@ from spacy.language import Language
 from spacy.util import fix_random_seed, minibatch
 
 from pipeline.components.assembly import build_pipeline
-from pipeline.components.onnx_backend import weights_fingerprint
+from pipeline.components.encoder import weights_fingerprint
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
 from pipeline.evaluation.calibration import calibrate_pipeline, record as record_calibration
@@ -106,9 +106,6 @@ class Trainer:
         self.device = device or resolve_device(settings.device)
         self.ranker = nlp.get_pipe(RANKER)
         self.encoder = self.ranker.encoder
-        if self.encoder.settings.quantize:
-            raise ConfigError(f"[components.{RANKER}.encoder] quantize is an inference option; train with "
-                              "quantize = false and turn it on when loading the trained pipeline")
         self.encoder.to(self.device)
         self.initial_state = copy_state(self.encoder.model)  # the untrained encoder, for interpolation
         self.taxonomy = find_taxonomy(nlp)
