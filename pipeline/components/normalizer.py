@@ -17,16 +17,18 @@ from spacy.lookups import Lookups, load_lookups
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
-from pipeline.errors import IncompletePipelineError
+from pipeline.errors import IncompletePipelineError, MissingDependencyError
 
 TABLE_NAME = "lemma_lookup"
 
 
 def load_lookup_table(lang: str = "en", table: str = "lemma_lookup") -> Lookups:
+    """The lookups holding ``table``; a MissingDependencyError saying what to install when they are not there
+    (spaCy raises a bare ValueError, which the CLI would show as a traceback)."""
     try:
         lookups = load_lookups(lang, [table])
     except ValueError as err:
-        raise ValueError(
+        raise MissingDependencyError(
             f"The '{table}' table for '{lang}' was not found: install spacy-lookups-data "
             "(pip install spacy-lookups-data) before initializing the pipeline."
         ) from err
