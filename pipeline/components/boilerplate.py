@@ -51,12 +51,12 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from spacy.attrs import SENT_START
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 from pipeline.components.pipes import BOILERPLATE
 from pipeline.components.predictions import mark_skipped, register_extensions, set_decisions
+from pipeline.components.segmenter import sentences
 from pipeline.constraints import PositiveInt, check_values
 from pipeline.io.boilerplate import line_key
 from pipeline.errors import ConfigError, IncompletePipelineError
@@ -209,28 +209,13 @@ class HeadingRules:
 
 
 # ---------------------------------------------------------------------------------------------------- lines
-def sentence_spans(doc: Doc) -> List[Span]:
-    """The doc's sentences, read from the SENT_START array (``doc.sents`` and ``doc.has_annotation`` make a
-    Python Token per token: they were 80 % of this component's time); the whole doc when nothing set sentence
-    starts."""
-    if not len(doc):
-        return []
-    values = doc.to_array([SENT_START]).astype(np.int64)  # 1 starts a sentence, -1 does not, 0 unknown
-    if not values.any():
-        return [doc[:]]
-    starts = np.flatnonzero(values == 1).tolist()
-    if not starts or starts[0] != 0:
-        starts.insert(0, 0)
-    return [doc[start:end] for start, end in zip(starts, starts[1:] + [len(doc)])]
-
-
 def sentences_by_line(doc: Doc) -> Iterator[Tuple[str, List[Tuple[Span, str]]]]:
     """(line text, its sentences with their text) in order, sentences of white space left out; a line break
     always starts a sentence (the segmenter's rule), so no sentence spans two lines."""
     text = doc.text
     breaks = [match.start() for match in _NEWLINE.finditer(text)]
     current, members = None, []
-    for sent in sentence_spans(doc):
+    for sent in sentences(doc):
         sent_text = text[sent.start_char:sent.end_char]
         if not sent_text.strip():
             continue

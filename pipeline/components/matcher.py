@@ -21,6 +21,7 @@ from spacy.util import filter_spans
 
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
+from pipeline.components.segmenter import sentences
 from pipeline.esco.taxonomy import EscoTaxonomy
 
 PATTERNS_FILE = "patterns.msgpack"
@@ -250,13 +251,8 @@ class SkillMatcher:
 
 
 def sentence_starts(doc: Doc) -> List[int]:
-    """For each token, the index of its sentence's first token (the whole doc if no boundaries are set)."""
-    if not doc.has_annotation("SENT_START"):
-        return [0] * len(doc)
-    out: List[int] = []
-    for sent in doc.sents:
-        out.extend([sent.start] * (sent.end - sent.start))
-    return out
+    """For each token, the index of its sentence's first token (the key of its sentence, see ``sentences``)."""
+    return [sent.start for sent in sentences(doc) for _ in range(len(sent))]
 
 
 def build_patterns(

@@ -34,6 +34,7 @@ from pipeline.constraints import NonNegativeInt, PositiveFloat, PositiveInt, Pro
 from pipeline.components.predictions import (SkillPrediction, register_extensions, set_predictions,
                                               skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
+from pipeline.components.segmenter import sentences
 
 SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
 SKILL_TEXTS = get_args(SkillTextMode)
@@ -210,7 +211,7 @@ class SkillRanker:
     def _sentences(self, doc: Doc) -> List[Span]:
         """Sentences to rank: long enough, and not marked by a filter as asking for no skill (their encoding is
         the pipeline's main cost, and boilerplate repeats across ads)."""
-        sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
+        sents = sentences(doc)
         skipped = skipped_sentences(doc)
         return [s for s in sents if len(s.text.strip()) >= self.min_sentence_chars and s.start not in skipped]
 
