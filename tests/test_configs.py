@@ -11,7 +11,7 @@ from spacy.util import registry
 from pipeline.components.assembly import base_config
 from pipeline.components.pipes import ALL_PIPES, BOILERPLATE, MATCHER, MATCHER_PIPES, RANKER
 from pipeline.errors import ConfigError
-from pipeline.training.config import pipeline_config, read_config, resolve_training
+from pipeline.training.config import read_config, resolve_training
 from pipeline.training.negatives import MixtureNegatives, NegativeSampler, RandomNegatives, TaxonomyNegatives
 from pipeline.training.supervision import AltLabelPairs, CorpusPairs
 
