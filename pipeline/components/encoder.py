@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from spacy.util import registry
 
+from pipeline.components.pipes import RANKER
 from pipeline.errors import ModelNotFoundError, OnnxExportError
 from pipeline.settings import Field, Settings, StrictInt, StrictStr
 
 EncoderBackend = Literal["torch", "onnx-int8"]
-ENCODER_SECTION = "components.esco_skill_ranker.encoder"  # the ranker's encoder settings, as errors name them
+ENCODER_SECTION = f"components.{RANKER}.encoder"  # the ranker's encoder settings, as errors name them
 HiddenStates = Callable[[dict], torch.Tensor]  # a tokenized batch → [B, T, D] last hidden states
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
