@@ -12,8 +12,7 @@ from spacy.util import registry
 from pipeline.components.assembly import base_config
 from pipeline.components.pipes import ALL_PIPES, BOILERPLATE, MATCHER, RANKER
 from pipeline.errors import ConfigError
-from pipeline.components.encoder import DEFAULT_ENCODER
-from pipeline.training.config import pipeline_config, read_config, read_file, resolve_training
+from pipeline.training.config import read_config, read_file, resolve_training
 from pipeline.training.negatives import MixtureNegatives, NegativeSampler, RandomNegatives, TaxonomyNegatives
 from pipeline.training.settings import TrainingSettings
 from pipeline.training.supervision import AltLabelPairs, CorpusPairs
@@ -50,15 +49,6 @@ def test_pipeline_config_without_ranker_and_with_another_encoder():
     assert RANKER not in base_config(with_ranker=False)["components"]
     assert RANKER not in base_config(with_ranker=False)["initialize"]["components"]
     assert base_config(encoder="some/folder")["components"][RANKER]["encoder"]["name"] == "some/folder"
-
-
-def test_the_mpnet_config_changes_the_encoder_and_nothing_else():
-    default, mpnet = read_config(CONFIGS / "default.cfg"), read_config(CONFIGS / "mpnet.cfg")
-    assert mpnet["training"] == default["training"]
-    default_pipeline, mpnet_pipeline = pipeline_config(default), pipeline_config(mpnet)
-    assert mpnet_pipeline["components"][RANKER]["encoder"]["name"] == "sentence-transformers/all-mpnet-base-v2"
-    mpnet_pipeline["components"][RANKER]["encoder"]["name"] = DEFAULT_ENCODER
-    assert mpnet_pipeline == default_pipeline  # as dicts: the overlay may list the components in another order
 
 
 # ------------------------------------------------------------------ only what differs

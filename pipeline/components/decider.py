@@ -46,6 +46,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
 from pipeline.components.pipes import DECIDER, RANKER
+from pipeline.components.segmenter import sentences
 from pipeline.components.predictions import (Evidence, SkillPrediction, register_extensions, set_decisions,
                                               skipped_sentences)
 from pipeline.errors import ConfigError, IncompletePipelineError
@@ -297,7 +298,7 @@ class SkillDecider(Serializable):
         """The ranked sentences of ``doc`` that a filter did not skip."""
         skipped = skipped_sentences(doc)
         rankings = doc._.esco_sentence_skills
-        sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
+        sents = sentences(doc)
         out = []
         for sent in sents:
             ranking = rankings.get(sent.start)
