@@ -122,7 +122,6 @@ def copy_trained(trained, tmp_path):
     return model
 
 
-@pytest.mark.slow
 def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(trained, tiny_corpus, esco_path,
                                                                            shared_path, tmp_path, monkeypatch):
     out, first = trained
