@@ -12,7 +12,8 @@ from pipeline.components.matcher import sentence_starts
 from pipeline.components.pipes import SEGMENTER, make_clean_doc
 from pipeline.components.predictions import RAW_KEY, skipped_sentences
 from pipeline.components.segmenter import sentences
-from pipeline.corpus.labelling import SentenceFilter, SentenceLabeller
+from pipeline.corpus.build import CorpusSettings
+from pipeline.corpus.labelling import SentenceLabeller
 from pipeline.io.boilerplate import line_key
 
 TWO_LINES = "Manage budgets for the ward.\nExperience with Python and SQL is essential."
@@ -57,5 +58,5 @@ def test_every_component_keys_the_same_sentences(pipeline_nlp, case, segmented):
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_the_corpus_labeller_rows_are_the_pipelines_sentences(pipeline_nlp, case):
     text = CASES[case][0]
-    _, rows = SentenceLabeller(pipeline_nlp, SentenceFilter()).label_line(text)
+    _, rows = SentenceLabeller(pipeline_nlp, CorpusSettings()).label_line(text)
     assert [key for key, *_ in rows] == [line_key(s.text.strip()) for s in sentences(run(pipeline_nlp, text, True))]

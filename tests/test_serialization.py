@@ -19,7 +19,8 @@ from pipeline.components.decider import GATE_FILE, encode_sentences, sentence_ve
 from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path
 from pipeline.components.matcher import KB_DIR, PATTERNS_FILE
 from pipeline.components.normalizer import LOOKUPS_FILE
-from pipeline.components.onnx_backend import ONNX_META_FILE, ONNX_MODEL_FILE, OnnxInt8Model, weights_fingerprint
+from pipeline.components.encoder import weights_fingerprint
+from pipeline.components.onnx_backend import ONNX_META_FILE, ONNX_MODEL_FILE, OnnxInt8Model
 from pipeline.components.pipes import ALL_PIPES, BOILERPLATE, DECIDER, MATCHER, NORMALIZER, RANKER, SEGMENTER
 from pipeline.components.boilerplate import KEYS_FILE
 from pipeline.components.ranker import ENCODER_DIR, INDEX_FILE, SKILLS_FILE
