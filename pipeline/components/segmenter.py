@@ -18,7 +18,7 @@ from spacy.tokens import Doc
 from spacy.util import registry
 
 from pipeline.errors import ConfigError
-from pipeline.io.text import clean_job_ad, english_score, is_english
+from pipeline.io.text import clean_job_ad, english_score, is_english, repair_text
 
 DEFAULT_PUNCT = (".", "!", "?", ";", "…", "。")
 # spaCy's own guard (1M chars) protects parsers; our pipeline is linear in length, so allow far more.
@@ -35,7 +35,8 @@ class LongDocumentWarning(UserWarning):
 class JobAdTokenizer:
     """Wraps spaCy's rule tokenizer; cleans HTML, entities, mojibake and bullets first.
 
-    ``doc.text`` is therefore the cleaned text: offsets in predictions refer to it, not to the raw HTML.
+    ``doc.text`` is therefore the cleaned text: offsets in predictions refer to it, not to the raw HTML. Without
+    the clean-up (``clean=False``) the text is still mended (``repair_text``): spaCy cannot hash a lone surrogate.
     """
 
     def __init__(self, tokenizer: Tokenizer, clean: bool = True, max_chars: int = DEFAULT_MAX_AD_CHARS):
@@ -51,7 +52,7 @@ class JobAdTokenizer:
         return self.tokenizer.vocab
 
     def __call__(self, text: str) -> Doc:
-        text = clean_job_ad(text) if self.clean else text
+        text = clean_job_ad(text) if self.clean else repair_text(text).text
         text, cut = truncate_text(text, self.max_chars)
         doc = self.tokenizer(text)
         if cut:

@@ -80,9 +80,9 @@ class ExtractSummary:
         failed = "; ".join(f"{n:,} × {error}" for error, n in Counter(self.failed).most_common())
         return (f"{self.n_ads + self.n_failed:,} ad(s) in = {self.n_ads:,} written + {self.n_failed:,} failed"
                 f"{f' ({failed})' if failed else ''}; {self.n_with_skills:,} with skills; {self.n_skipped:,} line(s) "
-                f"skipped, {self.n_repaired:,} repaired, {self.n_file_errors:,} file error(s); {self.n_non_english:,} not "
-                f"English; {self.n_truncated:,} truncated; {sum(self.no_skill_sentences.values()):,} sentence(s) "
-                "asking for no skill")
+                f"skipped, {self.n_repaired:,} repaired, {self.n_file_errors:,} file error(s); "
+                f"{self.n_non_english:,} not English; {self.n_truncated:,} truncated; "
+                f"{sum(self.no_skill_sentences.values()):,} sentence(s) asking for no skill")
 
 
 def merge_summaries(parts: Iterable[Dict[str, Any]]) -> ExtractSummary:
