@@ -11,6 +11,7 @@ Free of spaCy and torch: Ray's write tasks import it.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, TextIO, Union
@@ -36,11 +37,15 @@ class FailedAd:
 
     @classmethod
     def of(cls, ad: JobAd, err: BaseException) -> "FailedAd":
-        """The record of ``ad`` failing with ``err``; every field mended, so that the record itself can be written
-        (a message may quote the text that made it fail)."""
-        message = str(err)
+        """The record of ``ad`` failing with ``err``."""
+        return cls.make(ad.file, ad.line, ad.id, type(err).__name__, str(err))
+
+    @classmethod
+    def make(cls, file: str, line: int, ad_id: str, error: str, message: str) -> "FailedAd":
+        """A record with every field mended and the message clipped, so that the record itself can be written (a
+        message may quote the text that made the ad fail)."""
         message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "…"
-        return cls(_mended(ad.file), ad.line, _mended(ad.id), type(err).__name__, _mended(message))
+        return cls(_mended(file), line, _mended(ad_id), _mended(error), _mended(message))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,20 +71,20 @@ def failed_path(output: Union[str, Path]) -> Path:
 
 
 class FailedAdsFile:
-    """The failed ads of a run, one JSON object a line, in the order they failed. Opened at once, so that a run
-    leaves no stale file of an earlier one: an empty file says that no ad failed."""
+    """The failed ads of a run, one JSON object a line, in the order they failed, and their count by error class.
+    Opened at once, so that a run leaves no stale file of an earlier one: an empty file says that no ad failed."""
 
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle: Optional[TextIO] = open(self.path, "w", encoding="utf-8")
-        self.n_written = 0
+        self.by_error: Counter = Counter()
 
     def write(self, failed: FailedAd) -> None:
         assert self._handle is not None, "FailedAdsFile written after close"
         self._handle.write(json.dumps(failed.to_dict(), ensure_ascii=False) + "\n")
         self._handle.flush()  # a run that dies later still says which ads failed before
-        self.n_written += 1
+        self.by_error[failed.error] += 1
 
     def close(self) -> None:
         if self._handle is not None:
