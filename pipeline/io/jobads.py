@@ -11,6 +11,7 @@ Policy (the same for every caller):
 - **text no string should carry** in the text, id or source — lone UTF-16 surrogates (U+FFFD), control
   characters and stray byte-order marks (removed) — is mended by ``io.text.repair_text`` and the line counted as
   *repaired*, once per reason (the fields named in the detail); an ad whose text is empty once mended is rejected.
+  JSON strings may hold raw control characters (tabs, NULs: invalid JSON, common in exports): parsed, then mended.
 - **a truncated or corrupt gzip**: the ads before the break are kept; the rest of that file is counted as a
   *file error* and warned about. Reading never raises halfway through a file.
 - **a bad line** (malformed JSON, not an object, missing / non-string / empty text field) is counted as
@@ -283,7 +284,7 @@ def _jsonl_ads(file: InputFile, ad_format: AdFormat, report: ReadReport) -> Iter
 
 def _parse_json(line: str, path: Path, line_no: int, report: ReadReport) -> Optional[dict]:
     try:
-        record = json.loads(line)
+        record = json.loads(line, strict=False)  # raw control characters in strings: mended, not a lost ad
     except json.JSONDecodeError as err:
         report.problem(path, line_no, REJECTED, "malformed JSON", f"{err.msg} at column {err.colno}")
         return None

@@ -11,11 +11,13 @@ tokenizer calls it again for text that came another way):
   be encoded as UTF-8, so spaCy's tokenizer, Arrow and every UTF-8 writer raise on them. A surrogate *pair* is
   joined into its character; a lone one becomes U+FFFD, one for one, as bad UTF-8 bytes do: the reader of the
   output sees that something was there.
-- **control characters** (NUL, C0 and C1 controls, DEL) carry no text — padding, terminal colour codes, bytes of
-  UTF-16 read as 8-bit — and are removed, as BERT-style tokenizers do: U+FFFD would glue a symbol into a word.
-  Kept: tab, the line breaks (LF, CR, VT, FF, the information separators U+001C-U+001F and NEL U+0085) and the
-  Unicode line and paragraph separators U+2028 / U+2029, which are text; ``normalize_whitespace`` turns them into
-  newlines (sentence boundaries).
+- **control characters** (NUL and the other C0 controls, DEL) carry no text — padding, terminal colour codes,
+  bytes of UTF-16 read as 8-bit — and are removed, as BERT-style tokenizers do: U+FFFD would glue a symbol into a
+  word. Kept: tab, the line breaks (LF, CR, VT, FF, the information separators U+001C-U+001F) and the Unicode line
+  and paragraph separators U+2028 / U+2029, which are text; ``normalize_whitespace`` turns them into newlines
+  (sentence boundaries). C1 controls (U+0080-U+009F) are kept too: they are mostly UTF-8 read as Latin-1
+  ("â\x80\x99" for "’"), which ``fix_mojibake`` can undo only while they are there; ``clean_job_ad`` removes
+  what is left of them afterwards (NEL U+0085 becomes a newline).
 - **a byte-order mark** (U+FEFF) inside the text is left over from concatenated files and hides the word it
   sticks to from the matcher: removed.
 
@@ -48,7 +50,8 @@ LONE_SURROGATE = "lone UTF-16 surrogates replaced with U+FFFD"
 CONTROL_CHARACTER = "control characters removed"
 BYTE_ORDER_MARK = "byte-order mark inside the text removed"
 _SURROGATES = re.compile("[\ud800-\udfff]")
-_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
+_C1_CONTROLS = re.compile("[\x80-\x84\x86-\x9f]")  # NEL (U+0085) is a line break: kept for normalize_whitespace
 _BOM = "\ufeff"
 
 
@@ -111,7 +114,15 @@ def looks_like_html(text: str) -> bool:
 
 
 def html_to_text(text: str) -> str:
-    """Strip tags, decode entities; block-level tags become newlines."""
+    """Strip tags, decode entities; block-level tags become newlines. A marked section Python's parser does not know
+    (``<![foo[``, where it raises AssertionError) is read as text instead of losing the ad."""
+    try:
+        return _parse_html(text)
+    except AssertionError:
+        return _parse_html(text.replace("<![", "&lt;!["))
+
+
+def _parse_html(text: str) -> str:
     parser = _TextExtractor()
     parser.feed(text)
     parser.close()
@@ -142,7 +153,8 @@ def normalize_whitespace(text: str) -> str:
 
 
 def clean_job_ad(text: str) -> str:
-    """The one clean-up every ad goes through: repairs, HTML → text, entities, mojibake, bullets, whitespace."""
+    """The one clean-up every ad goes through: repairs, HTML → text, entities, mojibake, C1 controls, bullets,
+    whitespace."""
     if not text:
         return ""
     text = repair_text(text).text  # a reader repaired and counted it already; text given to nlp() directly not
@@ -150,7 +162,7 @@ def clean_job_ad(text: str) -> str:
         text = html_to_text(text)
     elif "&" in text:
         text = html.unescape(text)
-    return normalize_whitespace(fix_mojibake(text))
+    return normalize_whitespace(_C1_CONTROLS.sub("", fix_mojibake(text)))
 
 
 def split_long_line(line: str, max_chars: int) -> List[str]:

@@ -131,10 +131,10 @@ class OutputFolder:
                                   for p in self._parts(PART_SUMMARIES, spec))
         for kind in PART_FILES:
             source, target = self.staging / kind / spec.key, self.root / kind / spec.key
-            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(target, ignore_errors=True)  # never committed (no done file): left by a failed move
             if source.exists() or kind != FAILED_ADS:  # failed/<input>/ only where an ad failed
                 source.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
         done = {"key": spec.key, "input": spec.identity(), "report": report, "ads_out": len(written),
                 "failed": len(failed), "summary": dataclasses.asdict(summary)}
