@@ -16,7 +16,8 @@ and ``Field(default, ge=..., le=...)`` for bounds; lists in configs fill ``Tuple
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Mapping, Type, TypeVar
+import inspect
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Type, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, validate_call
 
@@ -56,13 +57,20 @@ class Settings(BaseModel):
         return type(self).load(section, {**self.model_dump(), **changes})
 
 
-def config_error(section: str, err: ValidationError) -> ConfigError:
-    """The first problem of a pydantic ``ValidationError`` as ``[section] key …``."""
+def config_error(section: str, err: ValidationError, positional: Sequence[str] = ()) -> ConfigError:
+    """The first problem of a pydantic ``ValidationError`` as ``[section] key …``; a key of a nested model (a
+    sub-block, ``[components.esco_skill_ranker.encoder]`` in a config file) is named under its own section.
+    ``positional``: the parameter names of a checked function, whose positional arguments pydantic numbers."""
     problem = err.errors()[0]
-    key = ".".join(str(part) for part in problem["loc"]) or "(section)"
+    loc = list(problem["loc"])
+    if loc and isinstance(loc[0], int) and loc[0] < len(positional):
+        loc[0] = positional[loc[0]]
+    section, key = _located(section, loc)
     value = problem.get("input")
     kind = problem["type"]
     bound = (problem.get("ctx") or {})
+    if kind == "value_error":  # a validator's own ValueError says what the key must be
+        return ConfigError(f"[{section}] {key} {bound['error']}, got {value!r}")
     if kind in _BOUND_WORDS:
         limit = next(iter(bound.values()))
         return ConfigError(f"[{section}] {key} must be {_BOUND_WORDS[kind]} {limit}, got {value!r}")
@@ -75,19 +83,31 @@ def config_error(section: str, err: ValidationError) -> ConfigError:
     return ConfigError(f"[{section}] {key}: {message}, got {value!r}")
 
 
+def _located(section: str, loc: Sequence[Union[str, int]]) -> Tuple[str, str]:
+    """(section, key) of a pydantic error location: ``("encoder", "backend")`` under ``components.x`` is
+    ``backend`` of ``[components.x.encoder]``; list positions stay on the key (``interpolation[0]``)."""
+    named = [i for i, part in enumerate(loc) if isinstance(part, str)]
+    if not named:
+        return section, "(section)"
+    last = named[-1]
+    key = str(loc[last]) + "".join(f"[{part}]" for part in loc[last + 1:])
+    return ".".join([section, *map(str, loc[:last])]), key
+
+
 def checked(section: str) -> Callable[[F], F]:
     """Check every argument of a registered function (or ``__init__``) against its type hints on each call, with
     pydantic (``validate_call``, strict: no coercion), raising a ConfigError that names ``[section] key``."""
 
     def decorate(func: F) -> F:
         validated = validate_call(config=ConfigDict(strict=True, arbitrary_types_allowed=True))(func)
+        names = list(inspect.signature(func).parameters)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return validated(*args, **kwargs)
             except ValidationError as err:
-                raise config_error(section, err) from None
+                raise config_error(section, err, names) from None
 
         return wrapper  # type: ignore[return-value]
 

@@ -18,7 +18,8 @@ import spacy
 from hypothesis import strategies as st
 from spacy.language import Language
 
-from pipeline.components.normalizer import TokenNormalizer
+from pipeline.components.factory import component_factory
+from pipeline.components.normalizer import NormalizerSettings, TokenNormalizer
 from pipeline.components.pipes import NORMALIZER
 
 # ------------------------------------------------------------------------------------------ nasty text
@@ -75,8 +76,8 @@ def register() -> None:
     if not Language.has_factory(POISON):
         Language.component(POISON, func=poison)
     if not Language.has_factory(POISONED_NORMALIZER):
-        Language.factory(POISONED_NORMALIZER, default_config={"lowercase": True},
-                         func=lambda nlp, name, lowercase: PoisonedNormalizer(nlp.vocab, name, lowercase=lowercase))
+        component_factory(POISONED_NORMALIZER, NormalizerSettings)(
+            lambda nlp, name, settings: PoisonedNormalizer(nlp.vocab, name, settings))
 
 
 def add_poison(nlp: Language) -> Language:

@@ -11,7 +11,7 @@ import pytest
 import spacy
 
 from pipeline.components.assembly import base_config, build_pipeline
-from pipeline.components.boilerplate import KEYS_FILE, BoilerplateFilter
+from pipeline.components.boilerplate import KEYS_FILE, BoilerplateFilter, BoilerplateSettings
 from pipeline.components.pipes import BOILERPLATE, SEGMENTER
 from pipeline.corpus.build import build_corpus
 from pipeline.corpus.storage import corpus_boilerplate
@@ -127,10 +127,10 @@ def test_switches_turn_each_signal_off(filter_nlp, corpus_dir):
     doc = filter_nlp.make_doc(AD_TEXT)
     for _, proc in filter_nlp.pipeline:
         doc = proc(doc)  # the doc up to the filter; the switched filters below re-mark it
-    no_sections = BoilerplateFilter(filter_nlp, skip_sections=False, skip_headings=False)
+    no_sections = BoilerplateFilter(filter_nlp, settings=BoilerplateSettings(skip_sections=False, skip_headings=False))
     no_sections.initialize(boilerplate_path=str(corpus_dir))
     assert set(no_sections.reasons(doc).values()) == {"boilerplate"}
-    no_boilerplate = BoilerplateFilter(filter_nlp, skip_boilerplate=False)
+    no_boilerplate = BoilerplateFilter(filter_nlp, settings=BoilerplateSettings(skip_boilerplate=False))
     no_boilerplate.initialize(boilerplate_path=str(corpus_dir))
     assert "boilerplate" not in no_boilerplate.reasons(doc).values()
     unshipped = BoilerplateFilter(filter_nlp)  # no keys (a pipeline assembled without a corpus): sections only
@@ -194,7 +194,9 @@ def test_build_pipeline_fills_the_keys_from_a_corpus(esco_path, corpus_dir):
     ({"sections": {"benefits": ["(unclosed"]}}, r"sections\.benefits\[0\] is not a valid regular expression"),
     ({"sections": {"Our Perks": ["perks"]}}, "section name 'Our Perks'"),
     ({"skill_headings": ["requirements", " "]}, "skill_headings must be a list of regular expressions"),
-    ({"max_heading_words": 0}, "max_heading_words must be > 0"),
+    ({"max_heading_words": 0}, r"\[components.esco_boilerplate_filter\] max_heading_words must be >= 1, got 0"),
+    ({"sections": {"benefits": "perks"}},
+     r"\[components.esco_boilerplate_filter.sections\] benefits: input should be a valid tuple"),
 ])
 def test_bad_config_values_fail_when_the_pipe_is_added(config, message):
     nlp = spacy.blank("en")

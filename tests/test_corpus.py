@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
 from pipeline.corpus.build import MANIFEST_FILE, SPLITS, CorpusSettings, build_corpus, load_corpus
-from pipeline.corpus.labelling import SentenceFilter, SentenceLabeller
+from pipeline.corpus.labelling import SentenceLabeller
 from pipeline.corpus.lines import Failure, isolated
 from pipeline.corpus.storage import SplitSpill, save_dataset, split_features
 from pipeline.io.boilerplate import BOILERPLATE_FILE, line_key, read_boilerplate
@@ -210,10 +210,17 @@ def test_input_without_usable_ads_is_an_error(tmp_path, matcher_dir):
 
 
 def test_out_of_range_settings_are_config_errors(tmp_path, matcher_dir):
-    with pytest.raises(ConfigError, match="'dev_fraction' must be in"):
+    with pytest.raises(ConfigError, match=r"\[corpus\] dev_fraction must be < 1\.0, got 1\.5"):
         build([tmp_path], tmp_path / "out", matcher_dir, dev_fraction=1.5)
-    with pytest.raises(ConfigError, match="'limit' must be >= 1"):
+    with pytest.raises(ConfigError, match=r"\[corpus\] limit must be >= 1"):
         build([tmp_path], tmp_path / "out", matcher_dir, limit=0)
+    with pytest.raises(ConfigError, match=r"\[corpus\] max_words must be >= min_words \(5\), got 4"):
+        build([tmp_path], tmp_path / "out", matcher_dir, min_words=5, max_words=4)
+    with pytest.raises(ConfigError, match=r"\[corpus\] text_field: string should have at least 1 character"):
+        build([tmp_path], tmp_path / "out", matcher_dir, text_field="")
+    with pytest.raises(ConfigError, match=r"\[corpus\] unknown key 'min_ads'"):
+        build([tmp_path], tmp_path / "out", matcher_dir, min_ads=3)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_load_corpus_names_the_missing_part(tmp_path, fixture_corpus):
@@ -254,7 +261,7 @@ def test_build_keeps_exporting_what_training_imports():
 
 def test_labeller_keeps_offsets_into_the_clean_line(matcher_nlp, uri_of):
     """Corpus lines are clean already: the labeller must not clean them again (which would move offsets)."""
-    labeller = SentenceLabeller(matcher_nlp, SentenceFilter())
+    labeller = SentenceLabeller(matcher_nlp, CorpusSettings())
     line = "CafÃ© staff at the <b>cafe</b> need Python and SQL experience."  # cleaning would change both
     n_matches, [(_, status, text, mentions)] = labeller.label_line(line)
     assert (n_matches, status, text) == (2, "ok", line)

@@ -280,17 +280,20 @@ def test_shared_label_no_skill_prefers_links_all_its_skills_by_default(matcher_n
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
-    [("shared_labels", "first"), ("alt_score", 1.5), ("preferred_score", 0.0), ("case_sensitive_max_chars", -1)],
+    ("key", "value", "says"),
+    [("shared_labels", "first", " must be 'preferred', 'all' or 'skip'"), ("alt_score", 1.5, r" must be <= 1\.0"),
+     ("preferred_score", 0.0, r" must be > 0\.0"), ("case_sensitive_max_chars", -1, " must be >= 0"),
+     ("use_alt_labels", 1, ": input should be a valid boolean")],
 )
-def test_bad_label_policy_value_raises_config_error_naming_the_key(policy_nlp, key, value):
-    with pytest.raises(ConfigError, match=rf"\[components\.{MATCHER}\.label_policy\] {key} must"):
-        SkillMatcher(policy_nlp, label_policy=LabelPolicy(**{key: value}))
+def test_bad_label_policy_value_raises_config_error_naming_the_key(policy_nlp, key, value, says):
+    with pytest.raises(ConfigError, match=rf"\[components\.bad_matcher\.label_policy\] {key}{says}"):
+        policy_nlp.add_pipe(MATCHER, name="bad_matcher", config={"label_policy": {key: value}})
+    assert "bad_matcher" not in policy_nlp.pipe_names
 
 
-def test_bad_label_policy_in_a_config_raises_config_error(policy_nlp):
+def test_bad_label_policy_naming_its_registered_function_raises_config_error(policy_nlp):
     config = {"label_policy": {"@misc": "esco.label_policy.v1", "shared_labels": "first"}}
-    with pytest.raises(ConfigError, match=r"label_policy\] shared_labels must be one of"):
+    with pytest.raises(ConfigError, match=r"label_policy\] shared_labels must be 'preferred', 'all' or 'skip'"):
         policy_nlp.add_pipe(MATCHER, name="bad_matcher", config=config)
     assert "bad_matcher" not in policy_nlp.pipe_names
 

@@ -94,7 +94,7 @@ def test_encoder_resolves_from_package_and_never_downloads(tmp_path):
 @pytest.mark.parametrize(
     "override,key",
     [({"top_k": 0}, "top_k"), ({"threshold": 1.5}, "threshold"), ({"skill_text": "labels"}, "skill_text"),
-     ({"explicit_weight": -0.1}, "explicit_weight"), ({"encoder": {"pooling": "max"}}, "pooling"),
+     ({"explicit_weight": -0.1}, "explicit_weight"), ({"encoder": {"pooling": "max"}}, r"encoder\] pooling"),
      ({"scoring": "tokens"}, "scoring"), ({"token_temperature": 0.0}, "token_temperature"),
      ({"label_pooling": "median"}, "label_pooling")],
 )
@@ -136,19 +136,20 @@ def test_token_scoring_ranks_the_implied_skill_and_mismatched_index_fails(pipeli
     from pipeline.components.ranker import sync_index
 
     ranker = pipeline_nlp.get_pipe("esco_skill_ranker")
+    shipped = ranker.settings
     skill = ranker.index.position[uri_of("patient record storage")]
     sentence_scores = ranker.score_texts([IMPLICIT])[0]
-    ranker.scoring = "token"
+    ranker.settings = shipped.replace(f"components.{ranker.name}", scoring="token")
     try:
         token_scores = ranker.score_texts([IMPLICIT])[0]
     finally:
-        ranker.scoring = "sentence"
+        ranker.settings = shipped
     assert not np.allclose(token_scores, sentence_scores)
     assert (token_scores > token_scores[skill]).sum() < 50  # still near the top of 13,896 (weaker than sentence scoring)
     assert ranker.index.mode == "preferred" and not sync_index(pipeline_nlp)
-    ranker.skill_text = "preferred+alt"
+    ranker.settings = shipped.replace(f"components.{ranker.name}", skill_text="preferred+alt")
     try:
-        with pytest.raises(ConfigError, match="skill_text"):
+        with pytest.raises(ConfigError, match=r"skill_text = 'preferred\+alt' but the stored index was built with"):
             ranker.score_texts([IMPLICIT])
     finally:
-        ranker.skill_text = "preferred"
+        ranker.settings = shipped

@@ -8,9 +8,15 @@ from typing import List, Optional
 
 import typer
 
+from pipeline.commands.packaging import PACKAGE_NAME, PACKAGE_VERSION
+from pipeline.components.encoder import DEFAULT_ENCODER
+from pipeline.components.pipes import MATCHER
+from pipeline.corpus.build import CorpusSettings
 from pipeline.errors import ConfigError, EscoSkillsError
+from pipeline.io.jobads import ID_FIELD, TEXT_FIELD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ESCO skill extraction for job ads (spaCy).")
+CORPUS = CorpusSettings()  # the corpus command's defaults
 
 ESCO_OPTION = typer.Option(Path("../shared/esco/v1.1.1"), "--esco", help="ESCO CSV export: folder, zips or CSVs.")
 KNOWN_ERRORS = (EscoSkillsError, FileNotFoundError)
@@ -28,7 +34,7 @@ def assemble(
     esco: Path = ESCO_OPTION,
     output: Path = typer.Option(..., "--output", "-o", help="Pipeline folder to write."),
     ranker: bool = typer.Option(True, "--ranker/--no-ranker", help="Add the (untrained) bi-encoder ranker."),
-    encoder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", help="Encoder name or local path."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, help="Encoder name or local path."),
 ) -> None:
     """Build a pipeline folder (segmenter, normalizer, matcher, ranker) from the ESCO export."""
     from pipeline.components.assembly import assemble as build
@@ -37,7 +43,7 @@ def assemble(
         nlp = build(esco, output, with_ranker=ranker, encoder=encoder)
     except KNOWN_ERRORS as err:
         _fail(err)
-    matcher = nlp.get_pipe("esco_skill_matcher")
+    matcher = nlp.get_pipe(MATCHER)
     typer.echo(f"wrote {output} with {nlp.pipe_names}")
     typer.echo("label policy: " + json.dumps(matcher.policy_report))
 
@@ -54,8 +60,8 @@ def extract(
                                               "label, score, explicit, probability, evidence)."),
     ranking: bool = typer.Option(False, "--ranking", help="CSV: every ranked skill instead of the set."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML page with every ad's displaCy view."),
-    text_field: str = typer.Option("description", help="JSONL field holding the ad text."),
-    id_field: str = typer.Option("id", help="JSONL field holding the ad id."),
+    text_field: str = typer.Option(TEXT_FIELD, help="JSONL field holding the ad text."),
+    id_field: str = typer.Option(ID_FIELD, help="JSONL field holding the ad id."),
     lines: bool = typer.Option(False, "--lines", help="Treat each line of a .txt file as one ad."),
     top_k: int = typer.Option(10, help="Skills of each kind per ad in the table, per list in the HTML."),
     table: bool = typer.Option(False, "--table", help="Print a summary of each ad's skills (explicit / implied)."),
@@ -122,12 +128,12 @@ def corpus(
                                                   "text/HTML (.txt/.html/.htm, one ad per file); any gzipped."),
     esco: Path = ESCO_OPTION,
     output: Path = typer.Option(..., "--output", "-o", help="Corpus folder (datasets on disk + manifest.json)."),
-    limit: Optional[int] = typer.Option(None, help="Read at most this many ads (in total)."),
-    text_field: str = typer.Option("description"),
-    id_field: str = typer.Option("id"),
-    dev_fraction: float = typer.Option(0.05, help="Share of ads in the dev split."),
-    seed: int = typer.Option(0),
-    workers: int = typer.Option(2, help="Processes for cleaning and matching."),
+    limit: Optional[int] = typer.Option(CORPUS.limit, help="Read at most this many ads (in total)."),
+    text_field: str = typer.Option(CORPUS.text_field, help="JSONL field holding the ad text."),
+    id_field: str = typer.Option(CORPUS.id_field, help="JSONL field holding the ad id."),
+    dev_fraction: float = typer.Option(CORPUS.dev_fraction, help="Share of ads in the dev split."),
+    seed: int = typer.Option(CORPUS.seed),
+    workers: int = typer.Option(CORPUS.workers, help="Processes for cleaning and matching."),
     fail_fast: bool = FAIL_FAST_OPTION,
 ) -> None:
     """Build the distant-supervision corpus (sentence → ESCO skills) from unlabelled job ads."""
@@ -255,8 +261,8 @@ def bench(
 def package(
     model: Path = typer.Argument(..., help="Trained pipeline folder."),
     output: Path = typer.Option(Path("dist"), "--output", "-o", help="Where the wheel goes."),
-    name: str = typer.Option("esco_skills"),
-    version: str = typer.Option("0.1.0"),
+    name: str = typer.Option(PACKAGE_NAME),
+    version: str = typer.Option(PACKAGE_VERSION),
     project_dir: Optional[Path] = typer.Option(None, "--project-dir",
                                                help="Also build this checkout's esco-skill-pipeline wheel."),
 ) -> None:

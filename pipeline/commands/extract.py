@@ -61,7 +61,7 @@ from pipeline.components.predictions import SkillPrediction
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.errors import ConfigError
 from pipeline.io.failures import FailedAd, FailedAdsFile, failed_path
-from pipeline.io.jobads import AdFormat, JobAd, ReadReport, iter_ads, resolve_inputs
+from pipeline.io.jobads import ID_FIELD, TEXT_FIELD, AdFormat, JobAd, ReadReport, iter_ads, resolve_inputs
 from pipeline.io.records import CSV_COLUMNS, ExtractSummary, csv_rows
 
 SENTENCE_CLIP = 60  # characters of a sentence shown in the table
@@ -273,8 +273,8 @@ def extract_file(
     csv_path: Optional[PathLike] = None,
     html_path: Optional[PathLike] = None,
     ranking: bool = False,
-    text_field: str = "description",
-    id_field: str = "id",
+    text_field: str = TEXT_FIELD,
+    id_field: str = ID_FIELD,
     lines: bool = False,
     top_k: int = 10,
     print_table: bool = False,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import srsly
 
@@ -24,10 +24,13 @@ from pipeline.errors import EscoDataError
 
 DISTRIBUTION = "esco-skill-pipeline"
 LICENSE = "MIT (code); ESCO data: European Commission, reuse allowed with attribution"
+PACKAGE_NAME, PACKAGE_VERSION = "esco_skills", "0.1.0"  # the wheel en_esco_skills-0.1.0
 
 
-def package_meta(meta: Dict, name: str, version: str) -> Dict:
-    """Add what a user of the wheel should see: ESCO version and attribution, license, how it was trained."""
+def package_meta(meta: Dict, name: str, version: str, encoder: Optional[str] = None) -> Dict:
+    """Add what a user of the wheel should see: ESCO version and attribution, license, how it was trained, and
+    the encoder it was trained from (``encoder``, the name in the pipeline's config; the default one's license
+    is known, Apache-2.0)."""
     meta = dict(meta)
     esco = dict(meta.get("esco", {}))
     meta.update(
@@ -45,8 +48,7 @@ def package_meta(meta: Dict, name: str, version: str) -> Dict:
              "url": "https://esco.ec.europa.eu/en/use-esco/download",
              "license": "European Commission reuse policy: reuse allowed with attribution",
              "attribution": ESCO_ATTRIBUTION},
-            {"name": "sentence-transformers/all-MiniLM-L6-v2", "license": "Apache-2.0"},
-        ],
+        ] + ([encoder_source(encoder)] if encoder else []),
     )
     requirements = [r for r in meta.get("requirements", []) if not r.startswith(DISTRIBUTION)]
     meta["requirements"] = requirements + [f"{DISTRIBUTION}>={__version__}"]
@@ -55,7 +57,7 @@ def package_meta(meta: Dict, name: str, version: str) -> Dict:
     return meta
 
 
-def build_package(model_dir: Path, output: Path, *, name: str = "esco_skills", version: str = "0.1.0",
+def build_package(model_dir: Path, output: Path, *, name: str = PACKAGE_NAME, version: str = PACKAGE_VERSION,
                   wheel: bool = True) -> Path:
     """Copy the pipeline, complete its meta, run ``spacy package`` and return the wheel (or package folder)."""
     from spacy.cli.package import package
@@ -69,7 +71,7 @@ def build_package(model_dir: Path, output: Path, *, name: str = "esco_skills", v
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "pipeline"
         shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns("*.checkpoint", "training_log.jsonl"))
-        meta = package_meta(srsly.read_json(staged / "meta.json"), name, version)
+        meta = package_meta(srsly.read_json(staged / "meta.json"), name, version, encoder_name(staged))
         srsly.write_json(staged / "meta.json", meta)
         build_dir = Path(tmp) / "build"
         build_dir.mkdir()
@@ -86,6 +88,22 @@ def build_package(model_dir: Path, output: Path, *, name: str = "esco_skills", v
         target = output / wheels[0].name
         shutil.copy2(wheels[0], target)
         return target
+
+
+def encoder_source(encoder: str) -> Dict[str, str]:
+    from pipeline.components.encoder import DEFAULT_ENCODER
+
+    return {"name": encoder, **({"license": "Apache-2.0"} if encoder == DEFAULT_ENCODER else {})}
+
+
+def encoder_name(model_dir: Path) -> Optional[str]:
+    """The name of the ranker's encoder in a pipeline folder's config (None without a ranker)."""
+    from spacy.util import load_config
+
+    from pipeline.components.pipes import RANKER
+
+    components = load_config(Path(model_dir) / "config.cfg", interpolate=False)["components"]
+    return components[RANKER]["encoder"]["name"] if RANKER in components else None
 
 
 def build_project_wheel(project_dir: Union[str, Path], output: Path) -> Path:

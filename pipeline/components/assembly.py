@@ -15,10 +15,9 @@ import spacy
 from spacy.language import Language
 from thinc.api import Config
 
+from pipeline.components.encoder import DEFAULT_ENCODER
 from pipeline.components.pipes import BOILERPLATE, DECIDER, MATCHER, MATCHER_PIPES, RANKER
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-ENCODER_SETTINGS = "esco.transformer_encoder.v1"
 # The sections that describe the pipeline; the blank pipeline's spaCy-training defaults ([training], [corpora],
 # [pretraining]) are left out, since [training] is this project's own section in training configs.
 PIPELINE_SECTIONS = ("paths", "system", "nlp", "components", "initialize")
@@ -42,7 +41,7 @@ def base_config(with_ranker: bool = True, encoder: str = DEFAULT_ENCODER) -> Con
         nlp.add_pipe(name)
     if with_ranker:
         nlp.add_pipe(BOILERPLATE)  # before the ranker, which does not rank the sentences it marks
-        nlp.add_pipe(RANKER, config={"encoder": {"@misc": ENCODER_SETTINGS, "name": encoder}})
+        nlp.add_pipe(RANKER, config={"encoder": {"name": encoder}})
         nlp.add_pipe(DECIDER)  # uncalibrated until `calibrate`: commits literal matches only
     full = nlp.config
     config = Config({key: full[key] for key in PIPELINE_SECTIONS})

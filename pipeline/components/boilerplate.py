@@ -48,18 +48,20 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from spacy.attrs import SENT_START
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
+from pipeline.components.factory import component_factory
 from pipeline.components.pipes import BOILERPLATE
 from pipeline.components.predictions import mark_skipped, register_extensions, set_decisions
-from pipeline.constraints import PositiveInt, check_values
 from pipeline.io.boilerplate import line_key
-from pipeline.errors import ConfigError, IncompletePipelineError
+from pipeline.errors import ConfigError
+from pipeline.settings import Field, Settings, StrictBool, StrictInt, StrictStr
+from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
 
 KEYS_FILE = "boilerplate_keys.npy"
 BOILERPLATE_REASON = "boilerplate"
@@ -75,16 +77,16 @@ _NEWLINE = re.compile("\n")
 # Section name → heading patterns (Python regular expressions, matched against the whole normalized heading).
 # Chosen from the most frequent short lines of 8,000 ads in ../shared/jobads. Keep them free of "$" and of
 # backslashes: the config file would read them as variables or escapes.
-DEFAULT_SECTIONS: Dict[str, List[str]] = {
-    "about_us": [
+DEFAULT_SECTIONS: Dict[str, Tuple[str, ...]] = {
+    "about_us": (
         "about (us|the company|the organi[sz]ation|the trust|the employer|the business|our company|"
         "our organi[sz]ation|our trust|our client|the client|your next employer)",
         "(the|our) (company|organi[sz]ation|mission|values|story)",
         "company (overview|description|profile|information)",
         "who (we are|are we)",
         "why (us|join us|work (for|with) us)",
-    ],
-    "benefits": [
+    ),
+    "benefits": (
         "((the|our|your|employee|staff) )?benefits?( package| include| on offer| and perks| and rewards)?",
         "perks( and benefits)?",
         "rewards?( and benefits| package)?",
@@ -93,9 +95,9 @@ DEFAULT_SECTIONS: Dict[str, List[str]] = {
         "(we offer|our offer)( you| to you)?",
         "what'?s in it for you",
         "what (you'll|you will) get( in return)?",
-    ],
-    "salary": ["(salary|pay|compensation|remuneration)( and benefits| range| details| package)?"],
-    "how_to_apply": [
+    ),
+    "salary": ("(salary|pay|compensation|remuneration)( and benefits| range| details| package)?",),
+    "how_to_apply": (
         "how (to|do i) apply",
         "(to )?apply( now| today| here| online)?",
         "(the )?next steps?",
@@ -105,25 +107,25 @@ DEFAULT_SECTIONS: Dict[str, List[str]] = {
         "(further|more|additional)( contact)? (information|details)",
         "contact( us| details| information)?",
         "for (further|more) information( please contact)?",
-    ],
-    "equal_opportunities": [
+    ),
+    "equal_opportunities": (
         "equal (opportunit(y|ies)|employment)( employer| statement| opportunity employer)?",
         "(equality|diversity|inclusion)( and (diversity|inclusion|equality))*( statement)?",
         "(eeo|eoe)( statement)?",
-    ],
-    "legal": [
+    ),
+    "legal": (
         "disclaimer",
         "(work|visa) authori[sz]ation",
         "right to work( in the uk)?",
         "privacy( notice| policy)?",
-    ],
-    "job_details": [
+    ),
+    "job_details": (
         "location|hours( per week)?|working (hours|pattern)|contract( type)?|job type|employment type",
         "(closing|start|interview) date|reference( number)?",
-    ],
+    ),
 }
 # Headings of skill-bearing sections: they end a skipped section (and are marked "heading" themselves).
-DEFAULT_SKILL_HEADINGS: List[str] = [
+DEFAULT_SKILL_HEADINGS: Tuple[str, ...] = (
     "((key|main|principal|core|job|your|the|role) )?(duties|responsibilities|accountabilities|tasks)"
     "( and (duties|responsibilities))?( include| of (the|this) (role|post|job)( include)?)?",
     "((minimum|preferred|basic|key|required|essential|desirable|desired|additional) )?"
@@ -141,7 +143,7 @@ DEFAULT_SKILL_HEADINGS: List[str] = [
     "((your|a) )?day[ -]to[ -]day",
     "overview|summary|description|(main |job )?purpose( of the (role|job|post))?",
     "applicants should (meet|have) the following( criteria)?",
-]
+)
 
 
 # ---------------------------------------------------------------------------------------------------- headings
@@ -162,9 +164,9 @@ def normalize_heading(text: str) -> str:
 
 
 def compile_patterns(section: str, key: str, patterns: Sequence[str]) -> re.Pattern:
-    """One regex that fully matches any of ``patterns`` (none for an empty list); a bad pattern is a ConfigError
-    naming it."""
-    if isinstance(patterns, str) or not all(isinstance(p, str) and p.strip() for p in patterns):
+    """One regex that fully matches any of ``patterns`` (none for an empty list); a blank or bad pattern is a
+    ConfigError naming it."""
+    if not all(p.strip() for p in patterns):
         raise ConfigError(f"[{section}] {key} must be a list of regular expressions, got {patterns!r}")
     for i, pattern in enumerate(patterns):
         try:
@@ -180,10 +182,8 @@ class HeadingRules:
 
     def __init__(self, section: str, sections: Mapping[str, Sequence[str]], skill_headings: Sequence[str],
                  max_words: int):
-        if not isinstance(sections, Mapping):
-            raise ConfigError(f"[{section}] sections must map a section name to heading patterns, got {sections!r}")
         for name in sections:
-            if not isinstance(name, str) or not SECTION_NAME.fullmatch(name):
+            if not SECTION_NAME.fullmatch(name):
                 raise ConfigError(f"[{section}] sections: section name {name!r} must be lower case letters, digits "
                                   "and _ (it becomes the reason 'section:<name>')")
         self.sections = [(name, compile_patterns(section, f"sections.{name}", patterns))
@@ -251,29 +251,25 @@ def _line_text(text: str, breaks: List[int], line: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- component
-class BoilerplateFilter:
+class BoilerplateSettings(Settings):
+    """``[components.esco_boilerplate_filter]`` (see the module docstring for the rule each key switches)."""
+
+    skip_boilerplate: StrictBool = True
+    skip_sections: StrictBool = True
+    skip_headings: StrictBool = True
+    max_heading_words: StrictInt = Field(8, ge=1)
+    sections: Dict[StrictStr, Tuple[StrictStr, ...]] = DEFAULT_SECTIONS
+    skill_headings: Tuple[StrictStr, ...] = DEFAULT_SKILL_HEADINGS
+
+
+class BoilerplateFilter(Serializable):
     """Marks boilerplate sentences and sentences of skipped sections (see the module docstring)."""
 
-    def __init__(
-        self,
-        nlp: Language,
-        name: str = BOILERPLATE,
-        *,
-        skip_boilerplate: bool = True,
-        skip_sections: bool = True,
-        skip_headings: bool = True,
-        max_heading_words: PositiveInt = 8,
-        sections: Optional[Mapping[str, Sequence[str]]] = None,
-        skill_headings: Optional[Sequence[str]] = None,
-    ):
-        section = f"components.{name}"
-        check_values(section, BoilerplateFilter.__init__, skip_boilerplate=skip_boilerplate,
-                     skip_sections=skip_sections, skip_headings=skip_headings, max_heading_words=max_heading_words)
+    def __init__(self, nlp: Language, name: str = BOILERPLATE, settings: BoilerplateSettings = BoilerplateSettings()):
         self.name = name
-        self.skip_boilerplate, self.skip_sections, self.skip_headings = skip_boilerplate, skip_sections, skip_headings
-        self.rules = HeadingRules(section, DEFAULT_SECTIONS if sections is None else sections,
-                                  DEFAULT_SKILL_HEADINGS if skill_headings is None else skill_headings,
-                                  max_heading_words)
+        self.settings = settings
+        self.rules = HeadingRules(f"components.{name}", settings.sections, settings.skill_headings,
+                                  settings.max_heading_words)
         self.keys: frozenset = frozenset()
         register_extensions()
 
@@ -304,12 +300,13 @@ class BoilerplateFilter:
         """{sentence start token: reason} for every sentence that asks for no skill."""
         reasons: Dict[int, str] = {}
         section: Optional[str] = None  # the skipped section running at this line
+        headings = self.settings.skip_sections or self.settings.skip_headings
         for line, sentences in sentences_by_line(doc):
-            heading = self.rules.classify(line) if (self.skip_sections or self.skip_headings) else None
+            heading = self.rules.classify(line) if headings else None
             reason, section = self._line_reason(heading, section)
             if reason:
                 reasons.update((sent.start, reason) for sent, _ in sentences)
-            elif self.skip_boilerplate and self.keys:
+            elif self.settings.skip_boilerplate and self.keys:
                 reasons.update((sent.start, BOILERPLATE_REASON) for sent in self._boilerplate(line, sentences))
         return reasons
 
@@ -318,13 +315,13 @@ class BoilerplateFilter:
         """(the line's reason, the section running after it), by the rule of the module docstring."""
         if heading is None:
             return (SECTION_PREFIX + section if section else None), section
-        if heading.kind == "section" and self.skip_sections:
+        if heading.kind == "section" and self.settings.skip_sections:
             if heading.inline:
                 return SECTION_PREFIX + heading.name, section
             return SECTION_PREFIX + heading.name, heading.name
         if heading.inline:  # a skill heading with text, or a section heading while sections are not skipped
             return None, None if heading.kind == "skill" else section
-        return (HEADING_REASON if self.skip_headings and heading.kind != "unknown" else None), None
+        return (HEADING_REASON if self.settings.skip_headings and heading.kind != "unknown" else None), None
 
     def _boilerplate(self, line: str, sentences: List[Tuple[Span, str]]) -> List[Span]:
         """The sentences of a line that are boilerplate: all of them when the line is, else those that are on
@@ -336,43 +333,13 @@ class BoilerplateFilter:
         return [sent for sent, text in sentences if line_key(text, fold_digits=True) in self.keys]
 
     # ------------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        np.save(path / KEYS_FILE, np.asarray(sorted(self.keys), dtype=np.uint64), allow_pickle=False)
-
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "BoilerplateFilter":
-        file = Path(path) / KEYS_FILE
-        if not file.exists():
-            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is "
-                                          "incomplete.")
-        self.keys = frozenset(int(key) for key in np.load(file, allow_pickle=False))
-        return self
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The boilerplate keys, sorted, as a uint64 ``.npy`` (the rules are the config's)."""
+        return {KEYS_FILE: Part(lambda: npy_bytes(np.asarray(sorted(self.keys), dtype=np.uint64)),
+                                lambda data: setattr(self, "keys", frozenset(int(key) for key in read_npy(data))))}
 
 
-@Language.factory(
-    BOILERPLATE,
-    assigns=["doc._.esco_skipped", "doc._.esco_decisions"],
-    requires=["token.is_sent_start"],
-    default_config={
-        "skip_boilerplate": True,
-        "skip_sections": True,
-        "skip_headings": True,
-        "max_heading_words": 8,
-        "sections": DEFAULT_SECTIONS,
-        "skill_headings": DEFAULT_SKILL_HEADINGS,
-    },
-)
-def make_boilerplate_filter(
-    nlp: Language,
-    name: str,
-    skip_boilerplate: bool,
-    skip_sections: bool,
-    skip_headings: bool,
-    max_heading_words: int,
-    sections: Dict[str, List[str]],
-    skill_headings: List[str],
-) -> BoilerplateFilter:
-    return BoilerplateFilter(nlp, name, skip_boilerplate=skip_boilerplate, skip_sections=skip_sections,
-                             skip_headings=skip_headings, max_heading_words=max_heading_words, sections=sections,
-                             skill_headings=skill_headings)
+@component_factory(BOILERPLATE, BoilerplateSettings, assigns=["doc._.esco_skipped", "doc._.esco_decisions"],
+                   requires=["token.is_sent_start"])
+def make_boilerplate_filter(nlp: Language, name: str, settings: BoilerplateSettings) -> BoilerplateFilter:
+    return BoilerplateFilter(nlp, name, settings)

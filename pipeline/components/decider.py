@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from spacy.language import Language
@@ -50,6 +49,7 @@ from pipeline.components.predictions import (Evidence, SkillPrediction, register
                                               skipped_sentences)
 from pipeline.constraints import NonNegativeInt, PositiveInt, Probability, check_values
 from pipeline.errors import ConfigError, IncompletePipelineError
+from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
 
 GATE_FILE = "gate.npy"
 SKILL_FEATURES = ("score", "gap", "log_rank", "sentence_top", "literal_matches", "log_words", "gate")  # per candidate;
@@ -142,7 +142,7 @@ class SentenceCandidates:
 
 
 # ---------------------------------------------------------------------------------------------- component
-class SkillDecider:
+class SkillDecider(Serializable):
     def __init__(
         self,
         nlp: Language,
@@ -196,7 +196,7 @@ class SkillDecider:
     @property
     def explicit_weight(self) -> float:
         """The ranker's fusion weight (``skill_features`` undoes it); 0 without a ranker."""
-        return float(self.nlp.get_pipe(RANKER).explicit_weight) if RANKER in self.nlp.pipe_names else 0.0
+        return float(self.nlp.get_pipe(RANKER).settings.explicit_weight) if RANKER in self.nlp.pipe_names else 0.0
 
     @property
     def index(self):
@@ -299,21 +299,17 @@ class SkillDecider:
         return word_evidence(cands.sent, offsets, piece_scores, self.evidence_words, self.evidence_floor)
 
     # ------------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        np.save(path / GATE_FILE, self.gate_weights.astype(np.float32), allow_pickle=False)
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The gate's weights (float32 ``.npy``); its bias, the coefficients and thresholds are the config's."""
+        return {GATE_FILE: Part(lambda: npy_bytes(self.gate_weights.astype(np.float32)),
+                                lambda data: self._load_gate(read_npy(data)))}
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillDecider":
-        file = Path(path) / GATE_FILE
-        if not file.exists():
-            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete "
-                                          "(calibrate the pipeline again, or copy the whole folder).")
-        self.set_gate(np.load(file, allow_pickle=False))
+    def _load_gate(self, weights: np.ndarray) -> None:
+        self.set_gate(weights)
         if self.calibrated and self.gate_threshold > 0 and not self.has_gate:
-            raise IncompletePipelineError(f"'{file}' holds no gate weights but [components.{self.name}] "
-                                          f"gate_threshold = {self.gate_threshold}: calibrate the pipeline again.")
-        return self
+            raise IncompletePipelineError(f"'{self.name}': {GATE_FILE} holds no gate weights but [components."
+                                          f"{self.name}] gate_threshold = {self.gate_threshold}: calibrate the "
+                                          "pipeline again.")
 
 
 def word_evidence(sent: Span, offsets: np.ndarray, piece_scores: np.ndarray, k: int, floor: float) -> List[Evidence]:

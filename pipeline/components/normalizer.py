@@ -9,17 +9,20 @@ stored in the pipeline folder so loading needs no lookups package) and writes th
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Union
+from typing import Callable, Dict, Optional
 
 from spacy.language import Language
 from spacy.lookups import Lookups, load_lookups
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
-from pipeline.errors import IncompletePipelineError
+from pipeline.components.factory import component_factory
+from pipeline.components.pipes import NORMALIZER
+from pipeline.settings import Settings, StrictBool
+from pipeline.io.serialization import Part, Serializable
 
 TABLE_NAME = "lemma_lookup"
+LOOKUPS_FILE = "lookups.bin"
 
 
 def load_lookup_table(lang: str = "en", table: str = "lemma_lookup") -> Lookups:
@@ -33,11 +36,17 @@ def load_lookup_table(lang: str = "en", table: str = "lemma_lookup") -> Lookups:
     return lookups
 
 
-class TokenNormalizer:
-    def __init__(self, vocab: Vocab, name: str = "esco_token_normalizer", *, lowercase: bool = True):
+class NormalizerSettings(Settings):
+    """``[components.esco_token_normalizer]``: ``lowercase`` lower-cases a word before its lemma is looked up."""
+
+    lowercase: StrictBool = True
+
+
+class TokenNormalizer(Serializable):
+    def __init__(self, vocab: Vocab, name: str = NORMALIZER, settings: NormalizerSettings = NormalizerSettings()):
         self.vocab = vocab
         self.name = name
-        self.lowercase = lowercase
+        self.lowercase = settings.lowercase
         self.lookups = Lookups()
         self.table = self.lookups.add_table(TABLE_NAME)
         self._cache: Dict[int, str] = {}
@@ -61,23 +70,16 @@ class TokenNormalizer:
             token.norm_ = norm
         return doc
 
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        self.lookups.to_disk(path)
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The lemma table, in the file ``Lookups.to_disk`` writes (so loading needs no lookups package)."""
+        return {LOOKUPS_FILE: Part(self.lookups.to_bytes, self._set_lookups)}
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "TokenNormalizer":
-        file = Path(path) / "lookups.bin"
-        if not file.exists():
-            raise IncompletePipelineError(f"'{file}' is missing: the pipeline folder for '{self.name}' is incomplete.")
-        self.lookups = Lookups().from_disk(path)
+    def _set_lookups(self, data: bytes) -> None:
+        self.lookups = Lookups().from_bytes(data)
         self.table = self.lookups.get_table(TABLE_NAME)
         self._cache.clear()
-        return self
 
 
-@Language.factory(
-    "esco_token_normalizer",
-    assigns=["token.norm"],
-    default_config={"lowercase": True},
-)
-def make_token_normalizer(nlp: Language, name: str, lowercase: bool) -> TokenNormalizer:
-    return TokenNormalizer(nlp.vocab, name, lowercase=lowercase)
+@component_factory(NORMALIZER, NormalizerSettings, assigns=["token.norm"])
+def make_token_normalizer(nlp: Language, name: str, settings: NormalizerSettings) -> TokenNormalizer:
+    return TokenNormalizer(nlp.vocab, name, settings)

@@ -19,7 +19,7 @@ alone; at 0.5 or more every literal match ranks above every implied skill.
 """
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Union, get_args
+from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, get_args
 
 import numpy as np
 import srsly
@@ -27,13 +27,15 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
-from pipeline.components.encoder import EncoderSettings, TransformerEncoder, resolve_model_path
-from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
+from pipeline.components.encoder import ENCODER_SETTINGS, EncoderSettings, TransformerEncoder, resolve_model_path
+from pipeline.components.factory import component_factory
+from pipeline.errors import ConfigError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
-from pipeline.constraints import NonNegativeInt, PositiveFloat, PositiveInt, Probability, check_values
 from pipeline.components.predictions import (SkillPrediction, register_extensions, set_predictions,
                                               skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
+from pipeline.settings import Field, Settings, StrictFloat, StrictInt
+from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy, require
 
 SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
 SKILL_TEXTS = get_args(SkillTextMode)
@@ -105,48 +107,54 @@ class SkillIndex:
         pooled = (weights * sims).sum(axis=0) / weights.sum(axis=0)  # [n_texts]
         return self.pool(pooled[None, :], pooling)[0]
 
-    def to_disk(self, path: Path) -> None:
-        np.save(path / INDEX_FILE, self.vectors.astype(np.float16), allow_pickle=False)
-        srsly.write_msgpack(path / SKILLS_FILE, {"uris": self.uris, "labels": self.labels, "types": self.types,
-                                                 "offsets": self.offsets.tolist(), "mode": self.mode})
+    @classmethod
+    def empty(cls) -> "SkillIndex":
+        """What a ranker loads its saved index into (``load_vectors``, ``load_skills``)."""
+        return cls([], [], [], np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
+
+    def vectors_bytes(self) -> bytes:
+        """``INDEX_FILE``: the vectors as float16 (half the size)."""
+        return npy_bytes(self.vectors.astype(np.float16))
+
+    def load_vectors(self, data: bytes) -> None:
+        self.vectors = read_npy(data).astype(np.float32)
+
+    def skills_bytes(self) -> bytes:
+        """``SKILLS_FILE``: which skill each block of rows stands for, and the ``skill_text`` it was built with."""
+        return srsly.msgpack_dumps({"uris": self.uris, "labels": self.labels, "types": self.types,
+                                    "offsets": self.offsets.tolist(), "mode": self.mode})
+
+    def load_skills(self, data: bytes) -> None:
+        meta = srsly.msgpack_loads(data)
+        self.uris, self.labels, self.types, self.mode = meta["uris"], meta["labels"], meta["types"], meta.get("mode")
+        self.offsets = np.asarray(meta["offsets"], np.int64)
+        self.position = {uri: i for i, uri in enumerate(self.uris)}
+
+
+class RankerSettings(Settings):
+    """``[components.esco_skill_ranker]`` (see the module docstring for what each key does)."""
+
+    encoder: EncoderSettings = EncoderSettings()
+    skill_text: SkillTextMode = "preferred"
+    label_pooling: LabelPooling = "max"
+    scoring: Scoring = "sentence"
+    token_temperature: StrictFloat = Field(0.05, gt=0.0)
+    top_k: StrictInt = Field(10, ge=1)
+    threshold: StrictFloat = Field(0.0, ge=0.0, le=1.0)  # implied skills scoring below it are left out
+    explicit_weight: StrictFloat = Field(0.5, ge=0.0, le=1.0)
+    min_sentence_chars: StrictInt = Field(3, ge=0)  # shorter sentences are not ranked
 
     @classmethod
-    def from_disk(cls, path: Path) -> "SkillIndex":
-        for name in (INDEX_FILE, SKILLS_FILE):
-            if not (path / name).exists():
-                raise IncompletePipelineError(f"'{path / name}' is missing: the ranker folder is incomplete.")
-        meta = srsly.read_msgpack(path / SKILLS_FILE)
-        vectors = np.load(path / INDEX_FILE, allow_pickle=False)
-        return cls(meta["uris"], meta["labels"], meta["types"], vectors, np.asarray(meta["offsets"]),
-                   meta.get("mode"))
+    def defaults(cls) -> Dict[str, object]:
+        """The factory's config: the encoder block names its registered function, as configs always did."""
+        defaults = super().defaults()
+        return {**defaults, "encoder": {"@misc": ENCODER_SETTINGS, **defaults["encoder"]}}
 
 
-class SkillRanker:
-    def __init__(
-        self,
-        nlp: Language,
-        name: str = "esco_skill_ranker",
-        *,
-        encoder: EncoderSettings,
-        skill_text: SkillTextMode = "preferred",
-        label_pooling: LabelPooling = "max",
-        scoring: Scoring = "sentence",
-        token_temperature: PositiveFloat = 0.05,
-        top_k: PositiveInt = 10,
-        threshold: Probability = 0.0,
-        explicit_weight: Probability = 0.5,
-        min_sentence_chars: NonNegativeInt = 3,
-    ):
-        check_values(f"components.{name}", SkillRanker.__init__, skill_text=skill_text, label_pooling=label_pooling,
-                     scoring=scoring, token_temperature=token_temperature, top_k=top_k,
-                     threshold=threshold, explicit_weight=explicit_weight, min_sentence_chars=min_sentence_chars)
-        encoder.validate(f"components.{name}.encoder")
+class SkillRanker(Serializable):
+    def __init__(self, nlp: Language, name: str = RANKER, settings: RankerSettings = RankerSettings()):
         self.nlp, self.name = nlp, name
-        self.settings = encoder
-        self.skill_text, self.label_pooling = skill_text, label_pooling
-        self.scoring, self.token_temperature = scoring, token_temperature
-        self.top_k, self.threshold, self.explicit_weight = top_k, threshold, explicit_weight
-        self.min_sentence_chars = min_sentence_chars
+        self.settings = settings
         self.encoder: Optional[TransformerEncoder] = None
         self.index: Optional[SkillIndex] = None
         register_extensions()
@@ -161,14 +169,14 @@ class SkillRanker:
             if not esco_path:
                 raise
             taxonomy = EscoTaxonomy.from_esco(esco_path)
-        self.encoder = TransformerEncoder(resolve_model_path(self.settings.name), self.settings)
+        self.encoder = TransformerEncoder(resolve_model_path(self.settings.encoder.name), self.settings.encoder)
         self.rebuild_index(taxonomy)
 
     def rebuild_index(self, taxonomy: EscoTaxonomy, progress: bool = False) -> None:
         """Re-embed the skills, e.g. after training changed the encoder."""
         if self.encoder is None:
             raise NotInitializedError(f"'{self.name}' has no encoder: initialize it first.")
-        self.index = SkillIndex.build(taxonomy, self.encoder, self.skill_text, progress=progress)
+        self.index = SkillIndex.build(taxonomy, self.encoder, self.settings.skill_text, progress=progress)
 
     # ------------------------------------------------------------------ running
     def __call__(self, doc: Doc) -> Doc:
@@ -203,9 +211,10 @@ class SkillRanker:
     def _check_ready(self) -> None:
         if self.encoder is None or self.index is None:
             raise NotInitializedError(f"'{self.name}' is not initialized: call nlp.initialize() first.")
-        if self.index.mode is not None and self.index.mode != self.skill_text:
+        skill_text = self.settings.skill_text
+        if self.index.mode is not None and self.index.mode != skill_text:
             raise ConfigError(
-                f"[components.{self.name}] skill_text = '{self.skill_text}' but the stored index was built with "
+                f"[components.{self.name}] skill_text = '{skill_text}' but the stored index was built with "
                 f"'{self.index.mode}': call rebuild_index(taxonomy) (evaluate --set does) or keep '{self.index.mode}'.")
 
     def _sentences(self, doc: Doc) -> List[Span]:
@@ -213,15 +222,15 @@ class SkillRanker:
         the pipeline's main cost, and boilerplate repeats across ads)."""
         sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
         skipped = skipped_sentences(doc)
-        return [s for s in sents if len(s.text.strip()) >= self.min_sentence_chars and s.start not in skipped]
+        return [s for s in sents if len(s.text.strip()) >= self.settings.min_sentence_chars and s.start not in skipped]
 
     def rank_sentence(self, sent: Span, row: np.ndarray,
                       explicit_by_sentence: Dict[int, List[SkillPrediction]]) -> List[SkillPrediction]:
         """Top-k skills of one sentence, literal matches fused in (see the module docstring)."""
         explicit = {p.uri: p for p in explicit_by_sentence.get(sent.start, [])}
-        w = self.explicit_weight
+        w, top_k = self.settings.explicit_weight, self.settings.top_k
         fused = row * (1.0 - w) if explicit and w else row
-        k = min(self.top_k, len(row))
+        k = min(top_k, len(row))
         top = np.argpartition(-fused, k - 1)[:k]
         candidates = {int(i) for i in top}
         for uri in explicit:
@@ -232,42 +241,54 @@ class SkillRanker:
             uri = self.index.uris[i]
             match = explicit.get(uri)
             score = float(fused[i] + (w * match.score if match else 0.0))
-            if score < self.threshold and match is None:
+            if score < self.settings.threshold and match is None:
                 continue
             preds.append(SkillPrediction(uri, self.index.labels[i], score, match is not None,
                                          list(match.spans) if match else []))
         preds.sort(key=lambda p: -p.score)
         explicit_preds = [p for p in preds if p.explicit]
-        implicit_preds = [p for p in preds if not p.explicit][: max(0, self.top_k - len(explicit_preds))]
+        implicit_preds = [p for p in preds if not p.explicit][: max(0, top_k - len(explicit_preds))]
         return sorted(explicit_preds + implicit_preds, key=lambda p: -p.score)
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
         """[len(texts), n_skills] ranker scores in [0, 1] (the ranking itself, evaluation, benchmarks)."""
         self._check_ready()
-        if self.scoring == "token":
-            rows = [self.index.token_scores(vectors, self.token_temperature, self.label_pooling)
+        settings = self.settings
+        if settings.scoring == "token":
+            rows = [self.index.token_scores(vectors, settings.token_temperature, settings.label_pooling)
                     for _, vectors in self.encoder.encode_tokens(list(texts))]
             scores = np.stack(rows) if rows else np.zeros((0, len(self.index)), np.float32)
         else:
-            scores = self.index.scores(self.encoder.encode(list(texts)), self.label_pooling)
+            scores = self.index.scores(self.encoder.encode(list(texts)), settings.label_pooling)
         return np.clip(scores, 0.0, 1.0)
 
     # ------------------------------------------------------------------ serialization
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+    def serialization_parts(self) -> Dict[str, Part]:
+        """The encoder (a folder of transformer files on disk, see ``TransformerEncoder.to_bytes``), then the skill
+        index's vectors and skills (two files beside it)."""
+        return {
+            ENCODER_DIR: Part(lambda: self._initialized().encoder.to_bytes(),
+                              lambda data: setattr(self, "encoder", TransformerEncoder.from_bytes(data, self.settings.encoder)),
+                              write=lambda path: self._initialized().encoder.save(path), read=self._load_encoder),
+            INDEX_FILE: Part(lambda: self._initialized().index.vectors_bytes(),
+                             lambda data: self._loading_index().load_vectors(data)),
+            SKILLS_FILE: Part(lambda: self._initialized().index.skills_bytes(),
+                              lambda data: self._loading_index().load_skills(data)),
+        }
+
+    def _initialized(self) -> "SkillRanker":
         if self.encoder is None or self.index is None:
             raise NotInitializedError(f"'{self.name}' has nothing to save: initialize it first.")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.encoder.save(path / ENCODER_DIR)
-        self.index.to_disk(path)
-
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "SkillRanker":
-        path = Path(path)
-        if not (path / ENCODER_DIR / "config.json").exists():
-            raise IncompletePipelineError(f"'{path / ENCODER_DIR}' holds no encoder: the ranker folder is incomplete.")
-        self.encoder = TransformerEncoder(path / ENCODER_DIR, self.settings)
-        self.index = SkillIndex.from_disk(path)
         return self
+
+    def _loading_index(self) -> SkillIndex:
+        if self.index is None:
+            self.index = SkillIndex.empty()
+        return self.index
+
+    def _load_encoder(self, folder: Path) -> None:
+        require(folder / "config.json", f"component '{self.name}'")
+        self.encoder = TransformerEncoder(folder, self.settings.encoder)
 
 
 def sync_index(nlp: Language, force: bool = False) -> bool:
@@ -276,41 +297,13 @@ def sync_index(nlp: Language, force: bool = False) -> bool:
     if RANKER not in nlp.pipe_names:
         return False
     ranker = nlp.get_pipe(RANKER)
-    if ranker.index is None or not (force or ranker.index.mode not in (None, ranker.skill_text)):
+    if ranker.index is None or not (force or ranker.index.mode not in (None, ranker.settings.skill_text)):
         return False
     ranker.rebuild_index(find_taxonomy(nlp))
     return True
 
 
-@Language.factory(
-    RANKER,
-    assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"],
-    default_config={
-        "encoder": {"@misc": "esco.transformer_encoder.v1"},
-        "skill_text": "preferred",
-        "label_pooling": "max",
-        "scoring": "sentence",
-        "token_temperature": 0.05,
-        "top_k": 10,
-        "threshold": 0.0,
-        "explicit_weight": 0.5,
-        "min_sentence_chars": 3,
-    },
-    default_score_weights={"esco_rp@5": 1.0},
-)
-def make_skill_ranker(
-    nlp: Language,
-    name: str,
-    encoder: EncoderSettings,
-    skill_text: str,
-    label_pooling: str,
-    scoring: str,
-    token_temperature: float,
-    top_k: int,
-    threshold: float,
-    explicit_weight: float,
-    min_sentence_chars: int,
-) -> SkillRanker:
-    return SkillRanker(nlp, name, encoder=encoder, skill_text=skill_text, label_pooling=label_pooling,
-                       scoring=scoring, token_temperature=token_temperature, top_k=top_k, threshold=threshold,
-                       explicit_weight=explicit_weight, min_sentence_chars=min_sentence_chars)
+@component_factory(RANKER, RankerSettings, assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"],
+                   default_score_weights={"esco_rp@5": 1.0})
+def make_skill_ranker(nlp: Language, name: str, settings: RankerSettings) -> SkillRanker:
+    return SkillRanker(nlp, name, settings)

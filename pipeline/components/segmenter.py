@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Tuple, Union
 
 import numpy
 from spacy.attrs import SENT_START
@@ -17,8 +17,11 @@ from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
 from spacy.util import registry
 
-from pipeline.errors import ConfigError
+from pipeline.components.factory import component_factory, settings_signature
+from pipeline.components.pipes import SEGMENTER
+from pipeline.io.serialization import Part, Serializable
 from pipeline.io.text import clean_job_ad, english_score, is_english, repair_text
+from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
 
 DEFAULT_PUNCT = (".", "!", "?", ";", "…", "。")
 # spaCy's own guard (1M chars) protects parsers; our pipeline is linear in length, so allow far more.
@@ -26,6 +29,25 @@ DEFAULT_MAX_LENGTH = 100_000_000
 # A job ad is a few thousand characters; 100k is ~20 pages. Longer "ads" are concatenations or repeated text
 # (a 12 MB one took over 10 minutes): their tail is cut, warned about and recorded in doc._.truncated_chars.
 DEFAULT_MAX_AD_CHARS = 100_000
+
+
+class TokenizerSettings(Settings):
+    """``[nlp.tokenizer]`` (``esco.job_ad_tokenizer.v1``): ``clean_html`` cleans HTML, entities, mojibake and
+    bullets before tokenizing; ``max_chars`` caps the cleaned text of one document (0 = no cap)."""
+
+    clean_html: StrictBool = True
+    max_chars: StrictInt = Field(DEFAULT_MAX_AD_CHARS, ge=0)
+
+
+class SegmenterSettings(Settings):
+    """``[components.esco_job_ad_segmenter]``: the characters that end a sentence, and when a text is flagged as
+    not English (``pipeline.io.text.is_english``: other languages' function words at least
+    ``min_foreign_share`` of the words, in texts of ``min_words_for_language_check`` words or more)."""
+
+    punct_chars: Tuple[StrictStr, ...] = DEFAULT_PUNCT
+    min_foreign_share: StrictFloat = Field(0.1, ge=0.0, le=1.0)
+    min_words_for_language_check: StrictInt = Field(8, ge=0)
+    warn_non_english: StrictBool = True
 
 
 class LongDocumentWarning(UserWarning):
@@ -39,12 +61,10 @@ class JobAdTokenizer:
     the clean-up (``clean=False``) the text is still mended (``repair_text``): spaCy cannot hash a lone surrogate.
     """
 
-    def __init__(self, tokenizer: Tokenizer, clean: bool = True, max_chars: int = DEFAULT_MAX_AD_CHARS):
-        if max_chars < 0:
-            raise ConfigError(f"[nlp.tokenizer] max_chars must be >= 0 (0 = no cap), got {max_chars}")
+    def __init__(self, tokenizer: Tokenizer, settings: TokenizerSettings = TokenizerSettings()):
         self.tokenizer = tokenizer
-        self.clean = clean
-        self.max_chars = max_chars
+        self.clean = settings.clean_html
+        self.max_chars = settings.max_chars
         register_segmenter_extensions()
 
     @property
@@ -70,18 +90,19 @@ class JobAdTokenizer:
         for text in texts:
             yield self(text)
 
-    def to_disk(self, path: Union[str, Path], **kwargs) -> None:
-        self.tokenizer.to_disk(path, **kwargs)
+    # The rules are the wrapped tokenizer's; clean-up and max_chars come from the config.
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        self.tokenizer.to_disk(path, exclude=exclude)
 
-    def from_disk(self, path: Union[str, Path], **kwargs) -> "JobAdTokenizer":
-        self.tokenizer.from_disk(path, **kwargs)
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "JobAdTokenizer":
+        self.tokenizer.from_disk(path, exclude=exclude)
         return self
 
-    def to_bytes(self, **kwargs) -> bytes:
-        return self.tokenizer.to_bytes(**kwargs)
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return self.tokenizer.to_bytes(exclude=exclude)
 
-    def from_bytes(self, data: bytes, **kwargs) -> "JobAdTokenizer":
-        self.tokenizer.from_bytes(data, **kwargs)
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> "JobAdTokenizer":
+        self.tokenizer.from_bytes(bytes_data, exclude=exclude)
         return self
 
     def __getattr__(self, name: str):  # noqa: ANN204 - rules, prefix_search etc. of the wrapped tokenizer
@@ -100,16 +121,19 @@ def truncate_text(text: str, max_chars: int) -> tuple:
     return text[:end], len(text) - end
 
 
-def create_job_ad_tokenizer(clean_html: bool = True,
-                            max_chars: int = DEFAULT_MAX_AD_CHARS) -> Callable[[Language], JobAdTokenizer]:
-    """Registered as ``esco.job_ad_tokenizer.v1`` (entry point ``spacy_tokenizers``); ``max_chars`` caps the
-    cleaned text of one document (0 = no cap)."""
+def create_job_ad_tokenizer(**values: Any) -> Callable[[Language], JobAdTokenizer]:
+    """Registered as ``esco.job_ad_tokenizer.v1`` (entry point ``spacy_tokenizers``); its keys are
+    ``TokenizerSettings``' fields."""
+    settings = TokenizerSettings.load("nlp.tokenizer", values)
 
     def make(nlp: Language) -> JobAdTokenizer:
         base = registry.tokenizers.get("spacy.Tokenizer.v1")()(nlp)
-        return JobAdTokenizer(base, clean=clean_html, max_chars=max_chars)
+        return JobAdTokenizer(base, settings)
 
     return make
+
+
+create_job_ad_tokenizer.__signature__ = settings_signature(TokenizerSettings)  # type: ignore[attr-defined]
 
 
 def create_allow_long_documents(max_length: int = DEFAULT_MAX_LENGTH) -> Callable[[Language], Language]:
@@ -127,36 +151,25 @@ class NonEnglishWarning(UserWarning):
     NonEnglishWarning)``) rather than by message text."""
 
 
-class JobAdSegmenter:
+class JobAdSegmenter(Serializable):
     """Sets sentence starts and ``doc._.english_score`` / ``doc._.is_english``.
 
     Non-English text is not dropped (a user may still want the literal matches), but it is flagged and a
     ``UserWarning`` is raised once per document so that it never becomes silent garbage.
     """
 
-    def __init__(
-        self,
-        name: str = "esco_job_ad_segmenter",
-        *,
-        punct_chars: Sequence[str] = DEFAULT_PUNCT,
-        min_foreign_share: float = 0.1,
-        min_words_for_language_check: int = 8,
-        warn_non_english: bool = True,
-    ):
-        if not 0.0 <= min_foreign_share <= 1.0:
-            raise ConfigError(f"[components.{name}] min_foreign_share must be in [0, 1], got {min_foreign_share}")
+    def __init__(self, name: str = SEGMENTER, settings: SegmenterSettings = SegmenterSettings()):
         self.name = name
-        self.punct_chars = frozenset(punct_chars)
-        self.min_foreign_share = min_foreign_share
-        self.min_words = min_words_for_language_check
-        self.warn_non_english = warn_non_english
+        self.settings = settings
+        self.punct_chars = frozenset(settings.punct_chars)
         register_segmenter_extensions()
 
     def __call__(self, doc: Doc) -> Doc:
         self.set_sentence_starts(doc)
         doc._.english_score = english_score(doc.text)
-        doc._.is_english = is_english(doc.text, self.min_foreign_share, self.min_words)
-        if not doc._.is_english and self.warn_non_english:
+        settings = self.settings
+        doc._.is_english = is_english(doc.text, settings.min_foreign_share, settings.min_words_for_language_check)
+        if not doc._.is_english and settings.warn_non_english:
             warnings.warn(
                 f"Text does not look like English (English function-word share {doc._.english_score:.2f}, "
                 "other languages' function words more frequent): "
@@ -186,12 +199,9 @@ class JobAdSegmenter:
             values = numpy.asarray([1 if start else -1 for start in starts], dtype=numpy.int64)
             doc.from_array([SENT_START], values.astype(numpy.uint64))
 
-    # Stateless: nothing to serialize beyond the config.
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "JobAdSegmenter":
-        return self
+    def serialization_parts(self) -> Dict[str, Part]:
+        """None: the segmenter is its config (an empty folder, an empty table in bytes)."""
+        return {}
 
 
 def register_segmenter_extensions() -> None:
@@ -200,31 +210,10 @@ def register_segmenter_extensions() -> None:
             Doc.set_extension(name, default=default)
 
 
-@Language.factory(
-    "esco_job_ad_segmenter",
-    assigns=["token.is_sent_start", "doc._.is_english", "doc._.english_score"],
-    default_config={
-        "punct_chars": list(DEFAULT_PUNCT),
-        "min_foreign_share": 0.1,
-        "min_words_for_language_check": 8,
-        "warn_non_english": True,
-    },
-)
-def make_job_ad_segmenter(
-    nlp: Language,
-    name: str,
-    punct_chars: list,
-    min_foreign_share: float,
-    min_words_for_language_check: int,
-    warn_non_english: bool,
-) -> JobAdSegmenter:
-    return JobAdSegmenter(
-        name,
-        punct_chars=punct_chars,
-        min_foreign_share=min_foreign_share,
-        min_words_for_language_check=min_words_for_language_check,
-        warn_non_english=warn_non_english,
-    )
+@component_factory(SEGMENTER, SegmenterSettings,
+                   assigns=["token.is_sent_start", "doc._.is_english", "doc._.english_score"])
+def make_job_ad_segmenter(nlp: Language, name: str, settings: SegmenterSettings) -> JobAdSegmenter:
+    return JobAdSegmenter(name, settings)
 
 
 registry.tokenizers.register("esco.job_ad_tokenizer.v1", func=create_job_ad_tokenizer)

@@ -43,16 +43,23 @@ import tempfile
 import time
 from array import array
 from collections import Counter
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
+from pydantic import ValidationInfo, field_validator
 from spacy.util import minibatch
 
 from pipeline import ESCO_ATTRIBUTION, __version__
-from pipeline.corpus.labelling import (LineResult, Mention, SentenceFilter, SentenceLabeller, WorkPool,
-                                       default_start_method, matcher_for_workers)
+from pipeline.components.pipes import MATCHER
+from pipeline.corpus.labelling import (
+    LineResult,
+    Mention,
+    SentenceLabeller,
+    WorkPool,
+    default_start_method,
+    matcher_for_workers,
+)
 from pipeline.corpus.lines import CleanedAd, Failure
 from pipeline.corpus.stats import CorpusStats, boilerplate_top, counts_with_inputs, describe_input
 from pipeline.corpus.storage import (  # noqa: F401 - re-exported: training imports them from here
@@ -68,7 +75,9 @@ from pipeline.corpus.storage import (  # noqa: F401 - re-exported: training impo
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.io.boilerplate import BOILERPLATE_FILE, write_boilerplate
 from pipeline.io.failures import FAILED_FILE, FailedAd, FailedAdsFile
-from pipeline.io.jobads import AdFormat, InputFile, JobAd, ReadReport, iter_ads, resolve_inputs
+from pipeline.io.jobads import (ID_FIELD, SOURCE_FIELD, TEXT_FIELD, AdFormat, InputFile, JobAd, ReadReport, iter_ads,
+                                resolve_inputs)
+from pipeline.settings import Field, Settings, StrictFloat, StrictInt, StrictStr
 
 SCHEMA_VERSION = 1
 ADS_PER_CLEAN_TASK = 64
@@ -77,43 +86,44 @@ LINES_PER_MATCH_TASK = 512
 
 
 # ---------------------------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class CorpusSettings:
-    """Every knob of the corpus build; recorded in the manifest."""
+SECTION = "corpus"
 
-    text_field: str = "description"
-    id_field: str = "id"
-    source_field: str = "source"
-    limit: Optional[int] = None
-    dev_fraction: float = 0.05
-    seed: int = 0
-    min_words: int = 3
-    max_words: int = 100
-    max_line_chars: int = 500
-    boilerplate_min_ads: int = 20
-    min_foreign_share: float = 0.1
 
-    def validate(self) -> None:
-        """Raise ``ConfigError`` naming the first setting out of range (before any file is read)."""
-        checks = (
-            (self.limit is None or self.limit >= 1, "limit", "must be >= 1 (leave it unset for all ads)"),
-            (0.0 <= self.dev_fraction < 1.0, "dev_fraction", "must be in [0, 1)"),
-            (1 <= self.min_words <= self.max_words, "min_words", "must be >= 1 and <= max_words"),
-            (self.max_line_chars >= 20, "max_line_chars", "must be >= 20"),
-            (self.boilerplate_min_ads >= 2, "boilerplate_min_ads", "must be >= 2"),
-            (0.0 < self.min_foreign_share <= 1.0, "min_foreign_share", "must be in (0, 1]"),
-        )
-        for ok, key, rule in checks:
-            if not ok:
-                raise ConfigError(f"corpus setting '{key}' {rule}, got {getattr(self, key)!r}")
-        self.ad_format().validate()
+class CorpusSettings(Settings):
+    """Every knob of the corpus build, checked before a file is read; recorded in the manifest. ``workers`` and
+    ``start_method`` (``default_start_method()`` when unset) change how fast the corpus is built, never what."""
+
+    text_field: StrictStr = Field(TEXT_FIELD, min_length=1)
+    id_field: StrictStr = Field(ID_FIELD, min_length=1)
+    source_field: StrictStr = Field(SOURCE_FIELD, min_length=1)
+    limit: Optional[StrictInt] = Field(None, ge=1)  # read at most this many ads in total; None: all
+    dev_fraction: StrictFloat = Field(0.05, ge=0.0, lt=1.0)
+    seed: StrictInt = 0
+    min_words: StrictInt = Field(3, ge=1)
+    max_words: StrictInt = 100
+    max_line_chars: StrictInt = Field(500, ge=20)
+    boilerplate_min_ads: StrictInt = Field(20, ge=2)  # a line in this many distinct ads is boilerplate
+    min_foreign_share: StrictFloat = Field(0.1, gt=0.0, le=1.0)
+    workers: StrictInt = Field(2, ge=1)
+    start_method: Optional[StrictStr] = None
+
+    @field_validator("max_words")
+    @classmethod
+    def _at_least_min_words(cls, max_words: int, info: ValidationInfo) -> int:
+        min_words = info.data.get("min_words", 1)
+        if max_words < min_words:
+            raise ValueError(f"must be >= min_words ({min_words})")
+        return max_words
+
+    @field_validator("start_method")
+    @classmethod
+    def _known_start_method(cls, method: Optional[str]) -> Optional[str]:
+        if method is not None and method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"must be one of {multiprocessing.get_all_start_methods()}")
+        return method
 
     def ad_format(self) -> AdFormat:
         return AdFormat(text_field=self.text_field, id_field=self.id_field, source_field=self.source_field)
-
-    def sentence_filter(self) -> SentenceFilter:
-        return SentenceFilter(min_words=self.min_words, max_words=self.max_words,
-                              min_foreign_share=self.min_foreign_share)
 
 
 # ---------------------------------------------------------------------------------------------------- splits
@@ -337,7 +347,7 @@ class CorpusBuilder:
                      "skills": len(taxonomy), "attribution": ESCO_ATTRIBUTION},
             "matcher": {"pipeline": str(pipeline_path) if pipeline_path else "assembled from ESCO",
                         "label_policy": policy_report},
-            "settings": {**asdict(self.settings), **run},
+            "settings": {**self.settings.model_dump(mode="json"), **run},
             "inputs": [describe_input(f, self.report) for f in files],
             "counts": counts,
             "skills": self.stats.coverage(taxonomy),
@@ -356,48 +366,35 @@ def build_corpus(
     output: Path,
     *,
     esco: Optional[Path] = None,
-    limit: Optional[int] = None,
-    text_field: str = "description",
-    id_field: str = "id",
-    dev_fraction: float = 0.05,
-    seed: int = 0,
-    workers: int = 2,
-    source_field: str = "source",
-    min_words: int = 3,
-    max_words: int = 100,
-    max_line_chars: int = 500,
-    boilerplate_min_ads: int = 20,
-    min_foreign_share: float = 0.1,
     pipeline_path: Optional[Path] = None,
     progress: bool = True,
-    start_method: Optional[str] = None,
     fail_fast: bool = False,
+    **settings: Any,
 ) -> dict:
     """Build the distant-supervision corpus into ``output`` and return its manifest (also ``output/manifest.json``).
 
-    The matcher is assembled from the ESCO export at ``esco`` unless ``pipeline_path`` names a saved pipeline
-    with the matcher (e.g. one with a custom label policy). ``workers`` processes clean and match; results are
-    identical for any number of workers and deterministic for a ``seed``. ``start_method`` picks how workers
-    start (``default_start_method()`` if None). An ad whose cleaning or labelling raises is listed in
-    ``output/failed.jsonl`` and counted; ``fail_fast`` raises its exception instead.
+    ``settings``: any keys of ``CorpusSettings`` (the rest keep its defaults), checked before the matcher is loaded
+    or a file read, so that a typo costs nothing. The matcher is assembled from the ESCO export at ``esco`` unless
+    ``pipeline_path`` names a saved pipeline with the matcher (e.g. one with a custom label policy). Results are
+    identical for any number of ``workers`` and deterministic for a ``seed``. An ad whose cleaning or labelling
+    raises is listed in ``output/failed.jsonl`` and counted; ``fail_fast`` raises its exception instead.
     """
-    settings = CorpusSettings(text_field=text_field, id_field=id_field, source_field=source_field, limit=limit,
-                              dev_fraction=dev_fraction, seed=seed, min_words=min_words, max_words=max_words,
-                              max_line_chars=max_line_chars, boilerplate_min_ads=boilerplate_min_ads,
-                              min_foreign_share=min_foreign_share)
-    _validate_run(settings, workers, start_method, esco, pipeline_path)
+    settings = CorpusSettings.load(SECTION, settings)
+    if esco is None and pipeline_path is None:
+        raise ConfigError("build_corpus needs the ESCO export (esco=...) or a saved matcher pipeline "
+                          "(pipeline_path=...)")
     files = resolve_inputs(inputs)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     for stale in (MANIFEST_FILE, BOILERPLATE_FILE):  # nothing of an earlier build beside a half-written corpus
         (output / stale).unlink(missing_ok=True)
     started = time.perf_counter()
-    method = start_method or default_start_method()
+    workers, method = settings.workers, settings.start_method or default_start_method()
     with tempfile.TemporaryDirectory(prefix=".corpus-work-", dir=output) as tmp, \
             FailedAdsFile(output / FAILED_FILE) as failed:
         work_dir = Path(tmp)
         nlp, worker_dir = matcher_for_workers(esco, pipeline_path, work_dir, save=workers > 1 and method != "fork")
-        pool = WorkPool(workers, worker_dir, SentenceLabeller(nlp, settings.sentence_filter()), method, fail_fast)
+        pool = WorkPool(workers, worker_dir, SentenceLabeller(nlp, settings), method, fail_fast)
         builder = CorpusBuilder(settings, pool, work_dir, failed, progress=progress)
         rows = _run_passes(builder, pool, files, work_dir)
         save_start = time.perf_counter()
@@ -405,25 +402,11 @@ def build_corpus(
         write_boilerplate(output / BOILERPLATE_FILE, builder.boilerplate_rows())
         builder.timing["save"] = time.perf_counter() - save_start
     builder.timing["total"] = time.perf_counter() - started
-    matcher = nlp.get_pipe("esco_skill_matcher")
-    run = {"workers": workers, "start_method": method if workers > 1 else None}
+    matcher = nlp.get_pipe(MATCHER)
+    run = {"start_method": method if workers > 1 else None}
     manifest = builder.manifest(files, matcher.taxonomy, matcher.policy_report, esco, pipeline_path, run)
     write_json_atomic(output / MANIFEST_FILE, manifest)
     return manifest
-
-
-def _validate_run(settings: CorpusSettings, workers: int, start_method: Optional[str], esco: Optional[Path],
-                  pipeline_path: Optional[Path]) -> None:
-    """Every setting is checked before the matcher is loaded or a file read: a typo costs nothing."""
-    settings.validate()
-    if workers < 1:
-        raise ConfigError(f"corpus setting 'workers' must be >= 1, got {workers}")
-    if start_method not in (None, *multiprocessing.get_all_start_methods()):
-        raise ConfigError(f"corpus setting 'start_method' must be one of {multiprocessing.get_all_start_methods()}, "
-                          f"got '{start_method}'")
-    if esco is None and pipeline_path is None:
-        raise ConfigError("build_corpus needs the ESCO export (esco=...) or a saved matcher pipeline "
-                          "(pipeline_path=...)")
 
 
 def _run_passes(builder: CorpusBuilder, pool: WorkPool, files: Sequence[InputFile], work_dir: Path) -> SplitSpill:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -25,18 +24,11 @@ from pipeline.io.text import is_english
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
 
+    from pipeline.corpus.build import CorpusSettings  # the build imports this module
+
 Mention = Tuple[int, int, str]  # start, end, uri (character offsets into the sentence)
 SentenceResult = Tuple[int, str, Optional[str], Optional[List[Mention]]]  # key, status, text, mentions
 LineResult = Tuple[int, List[SentenceResult]]  # matches in the whole line, its sentences
-
-
-@dataclass(frozen=True)
-class SentenceFilter:
-    """Which sentences become rows: English-looking, with ``min_words``..``max_words`` words."""
-
-    min_words: int = 3
-    max_words: int = 100
-    min_foreign_share: float = 0.1
 
 
 def load_matcher_pipeline(path: Path) -> "Language":
@@ -78,9 +70,9 @@ class SentenceLabeller:
     sentences and word counts from ``doc.to_array`` avoids a Python ``Token`` per token — twice as fast.
     """
 
-    def __init__(self, nlp: "Language", sentence_filter: SentenceFilter):
+    def __init__(self, nlp: "Language", settings: "CorpusSettings"):
         self.nlp = nlp
-        self.filter = sentence_filter
+        self.settings = settings  # which sentences become rows: English-looking, min_words..max_words words
         self.segmenter = nlp.get_pipe(SEGMENTER)
         self.normalizer = nlp.get_pipe(NORMALIZER)
         self.matcher = nlp.get_pipe(MATCHER)
@@ -125,11 +117,11 @@ class SentenceLabeller:
         base = start_char + len(raw) - len(raw.lstrip())
         key = line_key(text)
         mentions = [(s.start_char - base, s.end_char - base, s.kb_id_) for s in spans if s.end <= end_token]
-        if not is_english(text, self.filter.min_foreign_share):
+        if not is_english(text, self.settings.min_foreign_share):
             return key, "non_english", None, None
-        if n_words < self.filter.min_words:
+        if n_words < self.settings.min_words:
             return key, "too_short_with_match" if mentions else "too_short", None, None
-        if n_words > self.filter.max_words:
+        if n_words > self.settings.max_words:
             return key, "too_long", None, None
         if len(mentions) < len(spans):
             return key, "ok_cut_mention", text, mentions
@@ -140,9 +132,9 @@ class SentenceLabeller:
 _WORKER: Optional[SentenceLabeller] = None
 
 
-def _init_worker(pipeline_dir: str, sentence_filter: SentenceFilter) -> None:
+def _init_worker(pipeline_dir: str, settings: "CorpusSettings") -> None:
     global _WORKER
-    _WORKER = SentenceLabeller(load_matcher_pipeline(Path(pipeline_dir)), sentence_filter)
+    _WORKER = SentenceLabeller(load_matcher_pipeline(Path(pipeline_dir)), settings)
 
 
 def _worker_label(args: Tuple[List[str], bool]) -> List[Union[LineResult, Failure]]:
@@ -188,7 +180,7 @@ class WorkPool:
             if pipeline_dir is None:
                 raise ValueError(f"start method '{method}' needs the matcher saved to a folder")
             self.pool = context.Pool(workers, initializer=_init_worker,
-                                     initargs=(str(pipeline_dir), labeller.filter))
+                                     initargs=(str(pipeline_dir), labeller.settings))
 
     def clean(self, tasks: Iterable[Tuple[Any, List[str]]], max_line_chars: int) -> Iterator[Tuple[Any, list]]:
         """(meta, cleaned ads or failures) per task of (meta, ad texts), in task order."""

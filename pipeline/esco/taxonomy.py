@@ -16,7 +16,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import srsly
 
-from pipeline.errors import EscoDataError, IncompletePipelineError
+from pipeline.errors import EscoDataError
+from pipeline.io.serialization import require
 
 SKILLS_FILE = "skills_en.csv"
 GROUPS_FILE = "skillGroups_en.csv"
@@ -317,17 +318,22 @@ class EscoTaxonomy:
         occupations = [Occupation(u, p, tuple(e), tuple(o)) for u, p, e, o in data.get("occupations", [])]
         return cls(skills, data["broader"], data["group_labels"], occupations, version=data.get("version", ""))
 
+    def to_bytes(self) -> bytes:
+        """``to_dict`` as msgpack: what ``KB_FILE`` holds, and the matcher's ``kb`` part in ``nlp.to_bytes()``."""
+        return srsly.msgpack_dumps(self.to_dict())
+
+    @classmethod
+    def from_bytes(cls, bytes_data: bytes) -> "EscoTaxonomy":
+        return cls.from_dict(srsly.msgpack_loads(bytes_data))
+
     def to_disk(self, path: Union[str, Path]) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        srsly.write_msgpack(path / KB_FILE, self.to_dict())
+        (path / KB_FILE).write_bytes(self.to_bytes())
 
     @classmethod
     def from_disk(cls, path: Union[str, Path]) -> "EscoTaxonomy":
-        file = Path(path) / KB_FILE
-        if not file.exists():
-            raise IncompletePipelineError(f"No ESCO knowledge base at '{file}': the pipeline folder is incomplete.")
-        return cls.from_dict(srsly.read_msgpack(file))
+        return cls.from_bytes(require(Path(path) / KB_FILE, "the ESCO knowledge base").read_bytes())
 
 
 def _read_skills(source: EscoCsvSource, report: LoadReport) -> Iterator[Skill]:

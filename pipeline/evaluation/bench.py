@@ -28,7 +28,7 @@ from pipeline.io import jobads
 from pipeline.io.text import clean_job_ad, iter_lines
 
 
-def read_ads(paths: Sequence[Path], limit: int, text_field: str = "description") -> List[str]:
+def read_ads(paths: Sequence[Path], limit: int, text_field: str = jobads.TEXT_FIELD) -> List[str]:
     """The first `limit` ads, spread over the files, read by the job-ad reader ``corpus`` and ``extract`` use."""
     per_file = max(1, limit // max(1, len(paths)))
     ad_format = jobads.AdFormat(text_field=text_field)
@@ -211,7 +211,7 @@ def bench_engines(model: Union[str, Path], ads: Sequence[str], workers: Sequence
     with tempfile.TemporaryDirectory(prefix="esco-bench-") as tmp:
         folder = Path(tmp)
         path = folder / "ads.jsonl"
-        path.write_text("".join(json.dumps({"id": f"bench-{i}", "description": text}) + "\n"
+        path.write_text("".join(json.dumps({jobads.ID_FIELD: f"bench-{i}", jobads.TEXT_FIELD: text}) + "\n"
                                 for i, text in enumerate(ads)), encoding="utf-8")
         command = ["extract", str(model), str(path), "--batch-size", str(batch_size), "--output"]
         for _ in range(repeats):

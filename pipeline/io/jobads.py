@@ -45,6 +45,8 @@ PathLike = Union[str, Path]
 REJECTED, REPAIRED, FILE_ERROR = "rejected", "repaired", "file"
 _ACTIONS = {REJECTED: "line skipped", REPAIRED: "line repaired", FILE_ERROR: "rest of file skipped"}
 NON_UTF8 = "non-UTF-8 bytes replaced with U+FFFD"
+# Where an ad is in a JSON record unless a caller says otherwise (``corpus``, ``extract``, ``bench`` read these).
+TEXT_FIELD, ID_FIELD, SOURCE_FIELD = "description", "id", "source"
 
 
 class JobAdInputWarning(UserWarning):
@@ -55,9 +57,9 @@ class JobAdInputWarning(UserWarning):
 class AdFormat:
     """Where the ad is in a record, and how a text file is split into ads."""
 
-    text_field: str = "description"
-    id_field: str = "id"
-    source_field: str = "source"
+    text_field: str = TEXT_FIELD
+    id_field: str = ID_FIELD
+    source_field: str = SOURCE_FIELD
     one_per_line: bool = False  # a text file holds one ad per line (extract's ``--lines``)
 
     def validate(self) -> None:

@@ -3,8 +3,8 @@
 A training config is layered so that each setting is written once:
 
 - the pipeline (``[nlp]``, ``[components]``, ``[initialize]``) comes from ``assembly.base_config``, i.e. from the
-  component factories themselves;
-- ``configs/base.cfg`` holds what every recipe shares (``[system]``, ``[training]``, ``[training.supervision]``);
+  component factories themselves, and ``[training]`` from ``TrainingSettings``' defaults;
+- ``configs/base.cfg`` holds what every recipe shares and the defaults do not say (``[training.supervision]``);
 - an overlay (``configs/random.cfg`` …) holds what differs, mainly ``[training.negatives]``, and names its base::
 
       [extends]
@@ -33,7 +33,7 @@ import pipeline.training.supervision as _supervision  # noqa: F401 - registers t
 from pipeline.components.assembly import PIPELINE_SECTIONS, base_config
 from pipeline.errors import ConfigError
 from pipeline.training.negatives import NegativeSampler
-from pipeline.training.settings import SUBSECTIONS, TrainingSettings
+from pipeline.training.settings import SECTION, SUBSECTIONS, TrainingSettings
 from pipeline.training.supervision import PairSource
 
 EXTENDS = "extends"
@@ -43,12 +43,13 @@ CONFIG_ERRORS = (ConfigValidationError, RegistryError, configparser.Error)
 
 
 def read_config(path: Path, overrides: Sequence[str] = ()) -> Config:
-    """The full training config: pipeline ⊕ the ``[extends]`` chain of ``path`` ⊕ ``--set section.key=value``
-    overrides (values parsed as JSON when they parse, else taken as strings). Variables stay uninterpolated."""
+    """The full training config: pipeline and ``[training]`` defaults ⊕ the ``[extends]`` chain of ``path`` ⊕
+    ``--set section.key=value`` overrides (values parsed as JSON when they parse, else taken as strings).
+    Variables stay uninterpolated."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config '{path}' not found")
-    config = base_config(with_ranker=True)
+    config = base_config(with_ranker=True).merge({SECTION: TrainingSettings.defaults()})
     for layer in read_layers(path):
         config = config.merge(layer)
     return apply_overrides(config, parse_overrides(overrides))

@@ -9,23 +9,28 @@ A strategy is named in the training config::
 Each returns a ``NegativeSampler``: given a batch (positives, every gold skill of each sentence, and — for
 samplers that need it — the current embeddings), it returns skill indices per example that are never a gold
 skill of that example. Other packages can add strategies through the ``thinc_negative_samplers`` entry point.
-"""
 
-from __future__ import annotations
+The registered functions are the sampler classes themselves: a key's type, bounds and default are written once,
+in the constructor's signature. Confection reads it to fill a config's missing keys and check base types, and
+``checked`` enforces the bounds (which confection ignores). No ``from __future__ import annotations`` here:
+confection reads the constructors' hints as objects.
+"""
 
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from spacy.util import registry
 
 from pipeline.errors import ConfigError
 from pipeline.esco.taxonomy import EscoTaxonomy
-from pipeline.constraints import NonNegativeInt, PositiveInt, checked, confloat
+from pipeline.settings import Field, checked
 
 SECTION = "training.negatives"
-RelativeScore = confloat(gt=0.0, le=1.0)
+Count = Annotated[int, Field(ge=0)]
+PositiveCount = Annotated[int, Field(ge=1)]
+RelativeScore = Annotated[float, Field(gt=0.0, le=1.0)]
 
 if not hasattr(registry, "negative_samplers"):
     registry.create("negative_samplers", entry_points=True)
@@ -81,7 +86,7 @@ class RandomNegatives(NegativeSampler):
     name = "random"
 
     @checked(SECTION)
-    def __init__(self, num_negatives: NonNegativeInt):
+    def __init__(self, num_negatives: Count = 4):
         self.num_negatives = num_negatives
 
     def sample(self, ctx: SamplingContext) -> List[List[int]]:
@@ -97,7 +102,7 @@ class InBatchNegatives(NegativeSampler):
     name = "in_batch"
 
     @checked(SECTION)
-    def __init__(self, max_negatives: NonNegativeInt = 0):
+    def __init__(self, max_negatives: Count = 0):
         self.max_negatives = max_negatives  # 0 = all
 
     def sample(self, ctx: SamplingContext) -> List[List[int]]:
@@ -120,7 +125,7 @@ class TaxonomyNegatives(NegativeSampler):
     name = "taxonomy"
 
     @checked(SECTION)
-    def __init__(self, num_negatives: NonNegativeInt, max_levels: NonNegativeInt = 3):
+    def __init__(self, num_negatives: Count = 4, max_levels: Count = 3):
         self.num_negatives, self.max_levels = num_negatives, max_levels
         self._cache: Dict[int, List[int]] = {}
 
@@ -154,8 +159,8 @@ class HardNegatives(NegativeSampler):
     needs_index = True
 
     @checked(SECTION)
-    def __init__(self, num_negatives: NonNegativeInt, candidates: PositiveInt = 50, skip_top: NonNegativeInt = 3,
-                 max_relative_score: RelativeScore = 0.95, refresh_every: PositiveInt = 100):
+    def __init__(self, num_negatives: Count = 4, candidates: PositiveCount = 50, skip_top: Count = 3,
+                 max_relative_score: RelativeScore = 0.95, refresh_every: PositiveCount = 50):
         if candidates < num_negatives + skip_top:  # a relation between keys: no type hint can say it
             raise ConfigError(f"[{SECTION}] candidates must be >= num_negatives + skip_top "
                               f"({num_negatives} + {skip_top}), got {candidates}")
@@ -187,7 +192,7 @@ class MixtureNegatives(NegativeSampler):
 
     name = "mixture"
 
-    def __init__(self, samplers: Dict[str, NegativeSampler]):
+    def __init__(self, samplers: Dict[str, Any]):  # Any: confection checks hints before it resolves the samplers
         if not samplers:
             raise ConfigError(f"[{SECTION}.samplers] a mixture needs at least one strategy")
         for key, sampler in samplers.items():
@@ -213,31 +218,9 @@ class MixtureNegatives(NegativeSampler):
         return {"strategy": self.name, "samplers": {k: s.describe() for k, s in self.samplers.items()}}
 
 
-# The registered functions carry the same constrained hints as the classes: confection checks the base types
-# (``num_negatives = "many"``) while resolving, the classes' ``checked`` constructors check the bounds.
-@registry.negative_samplers("esco.random_negatives.v1")
-def create_random_negatives(num_negatives: NonNegativeInt = 4) -> NegativeSampler:
-    return RandomNegatives(num_negatives)
-
-
-@registry.negative_samplers("esco.in_batch_negatives.v1")
-def create_in_batch_negatives(max_negatives: NonNegativeInt = 0) -> NegativeSampler:
-    return InBatchNegatives(max_negatives)
-
-
-@registry.negative_samplers("esco.taxonomy_negatives.v1")
-def create_taxonomy_negatives(num_negatives: NonNegativeInt = 4, max_levels: NonNegativeInt = 3) -> NegativeSampler:
-    return TaxonomyNegatives(num_negatives, max_levels)
-
-
-@registry.negative_samplers("esco.hard_negatives.v1")
-def create_hard_negatives(num_negatives: NonNegativeInt = 4, candidates: PositiveInt = 50,
-                          skip_top: NonNegativeInt = 3, max_relative_score: RelativeScore = 0.95,
-                          refresh_every: PositiveInt = 100) -> NegativeSampler:
-    return HardNegatives(num_negatives, candidates, skip_top, max_relative_score, refresh_every)
-
-
-@registry.negative_samplers("esco.mixture_negatives.v1")
-def create_mixture_negatives(samplers: Dict[str, Any]) -> NegativeSampler:
-    # Typed Any: confection validates before resolving nested samplers; MixtureNegatives checks the types.
-    return MixtureNegatives(samplers)
+# Registered as the classes (see the module docstring); the mixture's samplers are resolved before it is built.
+registry.negative_samplers.register("esco.random_negatives.v1", func=RandomNegatives)
+registry.negative_samplers.register("esco.in_batch_negatives.v1", func=InBatchNegatives)
+registry.negative_samplers.register("esco.taxonomy_negatives.v1", func=TaxonomyNegatives)
+registry.negative_samplers.register("esco.hard_negatives.v1", func=HardNegatives)
+registry.negative_samplers.register("esco.mixture_negatives.v1", func=MixtureNegatives)

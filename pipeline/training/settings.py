@@ -1,94 +1,60 @@
-"""The ``[training]`` section: the loop's settings, each bounded by its type hint, and the device to train on."""
+"""The ``[training]`` section: the loop's settings, their shipped defaults and bounds, and the device to train on.
+
+The defaults here are what the recipes train with: ``configs/base.cfg`` names only what differs (the positive
+sources), and an overlay only its negatives and what else it changes.
+"""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, fields
-from typing import Any, Dict, Literal, Tuple, get_type_hints
+from typing import Annotated, Any, Literal, Mapping, Tuple
 
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.constraints import (
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveInt,
-    Probability,
-    check_value,
-    confloat,
-    conint,
-)
+from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
 
 SECTION = "training"
 SUBSECTIONS = ("negatives", "supervision")  # resolved through registries, not settings of the loop
-DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+DEVICE_PATTERN = r"^(cpu|auto|cuda(:\d+)?)$"
+Alpha = Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
 
 
-@dataclass
-class TrainingSettings:
-    """The ``[training]`` section. Every key is checked up front against its hint; errors name the key."""
+class TrainingSettings(Settings):
+    """The ``[training]`` section. Every key is checked up front; errors name the key."""
 
-    max_steps: PositiveInt = 500
-    batch_size: conint(ge=2) = 32  # in-batch negatives need a second example
-    learning_rate: confloat(ge=0.0, le=1.0) = 3e-5
-    warmup_steps: NonNegativeInt = 50
-    weight_decay: confloat(ge=0.0, le=1.0) = 0.01
-    temperature: confloat(ge=1e-4, le=10.0) = 0.05
-    mask_probability: Probability = 0.0
-    eval_every: PositiveInt = 100
-    patience: NonNegativeInt = 3  # 0 = no early stopping
-    max_minutes: NonNegativeFloat = 60.0  # 0 = no time budget
-    max_grad_norm: NonNegativeFloat = 1.0  # 0 = no clipping
-    torch_threads: NonNegativeInt = 0  # 0 = PyTorch's default
-    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto" (CUDA when there is one)
+    max_steps: StrictInt = Field(200, ge=1)
+    batch_size: StrictInt = Field(32, ge=2)  # in-batch negatives need a second example
+    learning_rate: StrictFloat = Field(3e-5, ge=0.0, le=1.0)
+    warmup_steps: StrictInt = Field(30, ge=0)
+    weight_decay: StrictFloat = Field(0.01, ge=0.0, le=1.0)
+    temperature: StrictFloat = Field(0.05, ge=1e-4, le=10.0)
+    mask_probability: StrictFloat = Field(0.0, ge=0.0, le=1.0)
+    eval_every: StrictInt = Field(100, ge=1)
+    patience: StrictInt = Field(2, ge=0)  # 0 = no early stopping
+    max_minutes: StrictFloat = Field(60.0, ge=0.0)  # 0 = no time budget
+    max_grad_norm: StrictFloat = Field(1.0, ge=0.0)  # 0 = no clipping
+    torch_threads: StrictInt = Field(0, ge=0)  # 0 = PyTorch's default
+    device: StrictStr = Field("cpu", pattern=DEVICE_PATTERN)  # "cpu" | "cuda" | "cuda:N" | "auto" (CUDA if any)
     # Development signals (pipeline/evaluation/dev_signals.py) scored at every evaluation; sizes of each signal.
-    dev_signals: bool = False
-    dev_max_masked: NonNegativeInt = 1500
-    dev_max_paraphrases: NonNegativeInt = 2000
+    dev_signals: StrictBool = True
+    dev_max_masked: StrictInt = Field(1500, ge=0)
+    dev_max_paraphrases: StrictInt = Field(2000, ge=0)
     # What model selection maximizes: "benchmark" = mean RP@5 of the validation files; "combined" = the mean
     # RP@5 of the benchmark files (together), the masked-mention dev and the ESCO paraphrase dev.
     selection: Literal["benchmark", "combined"] = "benchmark"
     # Weight-space interpolation toward the untrained encoder (WiSE-FT): after training, each alpha gives
     # weights (1 - alpha) * untrained + alpha * best; the one that scores best is kept. (1.0,) = off.
-    interpolation: Tuple[float, ...] = (1.0,)
+    interpolation: Tuple[Alpha, ...] = Field((1.0,), min_length=1)
 
     @classmethod
-    def from_section(cls, section: Dict[str, Any]) -> "TrainingSettings":
-        hints = get_type_hints(cls, include_extras=True)
-        known = [f.name for f in fields(cls)]
-        values: Dict[str, Any] = {}
-        for key, value in section.items():
-            if key in SUBSECTIONS:
-                continue
-            if key not in hints:
-                raise ConfigError(f"[{SECTION}] unknown key '{key}'; known keys: {sorted(known + list(SUBSECTIONS))}")
-            check_value(SECTION, key, value, hints[key])
-            values[key] = float(value) if isinstance(cls.__dataclass_fields__[key].default, float) else value
-        if "interpolation" in values:
-            values["interpolation"] = check_alphas(values["interpolation"])
-        settings = cls(**values)
-        check_device_name(settings.device)
-        return settings
-
-
-def check_alphas(value: Any) -> Tuple[float, ...]:
-    """A non-empty list of interpolation weights in (0, 1]; 1.0 is the trained encoder itself."""
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not items or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 < a <= 1.0 for a in items):
-        raise ConfigError(f"[{SECTION}] interpolation must be a list of weights in (0, 1], e.g. [0.5, 1.0]; "
-                          f"got {value!r}")
-    return tuple(float(a) for a in items)
-
-
-def check_device_name(name: Any) -> None:
-    if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
-        raise ConfigError(f'[{SECTION}] device must be "cpu", "cuda", "cuda:N" or "auto", got {name!r}')
+    def from_section(cls, section: Mapping[str, Any]) -> "TrainingSettings":
+        """The loop's settings from a resolved ``[training]`` section (its sub-blocks are not loop settings)."""
+        return cls.load(SECTION, {key: value for key, value in section.items() if key not in SUBSECTIONS})
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device ``[training] device`` asks for; asking for CUDA on a machine without it is a config error
-    (raised before any work, not as a CUDA error minutes into the run)."""
-    check_device_name(name)
+    """The torch device a checked ``[training] device`` asks for; asking for CUDA on a machine without it is a
+    config error (raised before any work, not as a CUDA error minutes into the run)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

@@ -23,7 +23,7 @@ from pipeline.commands.ray_engine.output import OutputFolder
 from pipeline.commands.ray_engine.read import PathLike, datasource, resolve_ray_inputs
 from pipeline.commands.ray_engine.sink import datasink
 from pipeline.errors import ConfigError
-from pipeline.io.jobads import AdFormat
+from pipeline.io.jobads import ID_FIELD, TEXT_FIELD, AdFormat
 from pipeline.settings import Field, Settings, StrictInt, StrictStr
 
 SECTION = "extract --engine ray"  # what a settings error names
@@ -143,8 +143,8 @@ def extract_ray(
     output: PathLike,
     *,
     settings: RaySettings = RaySettings(),
-    text_field: str = "description",
-    id_field: str = "id",
+    text_field: str = TEXT_FIELD,
+    id_field: str = ID_FIELD,
     lines: bool = False,
     config: Optional[Dict[str, Any]] = None,
     actor: type = PipelineActor,
@@ -199,7 +199,7 @@ def extract_ray(
 def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optional[PathLike], *, engine: str,
                     single_only: Dict[str, Any], num_workers: int, batch_size: int, address: Optional[str],
                     cpus_per_worker: int = 1, config: Optional[Dict[str, Any]] = None,
-                    text_field: str = "description", id_field: str = "id", lines: bool = False,
+                    text_field: str = TEXT_FIELD, id_field: str = ID_FIELD, lines: bool = False,
                     timeline: Optional[PathLike] = None, fail_fast: bool = False) -> RayRunResult:
     """``extract --engine ray``: refuse what only the single engine does (``single_only``: option → value given),
     then ``extract_ray``. With ``timeline``, the actors log their load and batches there (a path every node can
