@@ -2,7 +2,8 @@
 
 One class per kind of failure, whichever module detects it, all under ``EscoSkillsError`` so that a caller can
 catch the project's errors in one place. Each also derives from the built-in type a caller would expect
-(``ValueError`` for bad values, ``FileNotFoundError`` for missing files, ``RuntimeError`` for misuse).
+(``ValueError`` for bad values, ``FileNotFoundError`` for missing files, ``RuntimeError`` for misuse,
+``ImportError`` for a missing package).
 """
 
 
@@ -31,3 +32,12 @@ class IncompletePipelineError(EscoSkillsError, FileNotFoundError):
 
 class NotInitializedError(EscoSkillsError, RuntimeError):
     """A component was used or saved before ``nlp.initialize()`` gave it its data."""
+
+
+class OnnxExportError(EscoSkillsError, RuntimeError):
+    """The float encoder could not be exported to ONNX, or the export does not reproduce it."""
+
+
+class MissingDependencyError(EscoSkillsError, ImportError):
+    """A package (or a data package's table) that this step needs is not installed; the message says what to
+    install."""

@@ -1,5 +1,6 @@
-"""The calibration's parts that need no pipeline: the fitting, the threshold search's bookkeeping, the boilerplate
-split, the reliability diagram. (The fit on real ads and benchmark files is in test_decider.py.)"""
+"""The calibration's parts that need no pipeline: the fitting, the decision rule and the threshold search's
+bookkeeping, the boilerplate split, the reliability diagram. (The fit on real ads and benchmark files, and the
+agreement of the search's decisions with the component's, are in test_decider.py.)"""
 
 import json
 import xml.etree.ElementTree as ET
@@ -7,13 +8,12 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from pipeline.components.decider import SKILL_FEATURES, DecisionModels, LogisticModel, Thresholds, decide_candidates
 from pipeline.errors import ConfigError, EscoDataError
-from pipeline.components.decider import SKILL_FEATURES
-from pipeline.evaluation.calibration import (CalibrationSettings, DecisionModels, LabelledDocs, Thresholds,
-                                             boilerplate_negatives, decision_order, fit_gate, fit_logistic,
-                                             micro_counts,
-                                             reliability_bins, reliability_svg, roc_auc, score_sets,
-                                             search_thresholds, simulate)
+from pipeline.evaluation.calibration_report import reliability_bins, reliability_svg, score_sets
+from pipeline.training.decider_fit import SECTION, CalibrationSettings
+from pipeline.training.decider_gate import auc, boilerplate_negatives, fit_gate, fit_logistic
+from pipeline.training.decider_search import LabelledDocs, decisions, micro_counts, search_thresholds
 
 
 def test_logistic_fit_recovers_known_coefficients():
@@ -27,12 +27,24 @@ def test_logistic_fit_recovers_known_coefficients():
     assert np.abs(shrunk[1:]).sum() < np.abs(beta[1:]).sum()
 
 
-def test_roc_auc_counts_ties_half_and_orders():
-    assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
-    assert roc_auc([0.1], [0.9]) == 0.0
-    assert roc_auc([0.5, 0.5], [0.5, 0.5]) == 0.5
-    assert roc_auc([0.3, 0.7], [0.5]) == 0.5
-    assert np.isnan(roc_auc([], [0.1]))
+def test_logistic_penalty_is_on_the_weighted_mean_loss():
+    """``l2`` means the same whatever the number of rows or the scale of the weights: doubling every row, or
+    weighting every row 2, fits the same model; weighting one class up moves the bias."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3))
+    y = rng.random(300) < 1 / (1 + np.exp(-(x @ [1.0, -0.5, 0.0])))
+    beta = fit_logistic(x, y, l2=0.1)
+    assert fit_logistic(np.r_[x, x], np.r_[y, y], l2=0.1) == pytest.approx(beta, abs=1e-6)
+    assert fit_logistic(x, y, l2=0.1, sample_weight=np.full(300, 2.0)) == pytest.approx(beta, abs=1e-6)
+    assert fit_logistic(x, y, l2=0.1, sample_weight=np.where(y, 3.0, 1.0))[0] > beta[0]
+
+
+def test_auc_counts_ties_half_and_orders():
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.1], [0.9]) == 0.0
+    assert auc([0.5, 0.5], [0.5, 0.5]) == 0.5
+    assert auc([0.3, 0.7], [0.5]) == 0.5
+    assert np.isnan(auc([], [0.1]))
 
 
 def table(rows):
@@ -47,18 +59,31 @@ def table(rows):
                         doc_id=doc, sent_id=sent, label_id=label)
 
 
-def test_simulated_decisions_apply_gate_kinds_and_the_cap_per_sentence():
+def test_the_decision_rule_applies_gate_kinds_and_the_cap_per_sentence():
     t = table([(0, 0, 1, True, 0.2, True), (0, 0, 2, False, 0.2, True), (0, 1, 3, False, 0.9, False),
-               (0, 1, 4, False, 0.9, True), (0, 1, 5, False, 0.9, False)])
-    probs = np.array([0.9, 0.9, 0.8, 0.7, 0.6])
-    open_gate = simulate(t, probs, Thresholds(0.0, False, 0.5, 0.5), max_k=2)
-    assert open_gate.tolist() == [True, True, True, True, False]  # sentence 1 capped at its two most probable
-    gated = simulate(t, probs, Thresholds(0.5, False, 0.5, 0.5), max_k=2)
-    assert gated.tolist() == [True, False, True, True, False]  # the gate drops sentence 0's implied skill only
-    strict = simulate(t, probs, Thresholds(0.5, True, 0.5, 0.5), max_k=2, order=decision_order(t, probs))
-    assert strict.tolist() == [False, False, True, True, False]  # ...and its literal match with gate_explicit
-    tp, fp, fn = micro_counts(t, open_gate)
-    assert (tp, fp, fn) == (3, 1, 0)
+               (0, 1, 4, False, 0.9, True), (0, 1, 5, False, 0.9, False), (0, 1, 6, False, 0.9, True)])
+    probs = np.array([0.9, 0.9, 0.6, 0.7, 0.8, 0.3])
+
+    def decide(thresholds):
+        return decide_candidates(probs, t.explicit, t.gate, t.sent_id, thresholds, max_k=2)
+
+    open_gate, order = decide(Thresholds(0.0, False, 0.5, 0.5))
+    assert open_gate.tolist() == [True, True, False, True, True, False]  # sentence 1: its two most probable
+    assert order.tolist() == [0, 1, 4, 3, 2, 5]  # by sentence, most probable first, ties in ranking order
+    gated, _ = decide(Thresholds(0.5, False, 0.5, 0.5))
+    assert gated.tolist() == [True, False, False, True, True, False]  # the gate drops sentence 0's implied skill
+    strict, _ = decide(Thresholds(0.5, True, 0.5, 0.5))
+    assert strict.tolist() == [False, False, False, True, True, False]  # ...and its literal match (gate_explicit)
+    assert micro_counts(t, open_gate) == (3, 1, 1)  # label 6 is gold but fell below the threshold
+
+
+def test_the_search_decides_with_the_rule_on_the_models_probabilities():
+    t = table([(0, 0, 1, True, 1.0, True), (0, 0, 2, False, 1.0, True), (1, 1, 3, False, 0.1, False)])
+    t.features = np.c_[[2.0, 0.5, 3.0], np.zeros((3, len(SKILL_FEATURES) - 2))]
+    identity = LogisticModel((0.0, 1.0) + (0.0,) * (len(SKILL_FEATURES) - 1))  # probability = sigmoid(feature 1)
+    kept = decisions(t, DecisionModels(identity, identity), max_k=5)
+    assert kept(Thresholds(0.0, False, 0.5, 0.7)).tolist() == [True, False, True]  # sigmoid(0.5) = 0.62 < 0.7
+    assert kept(Thresholds(0.5, False, 0.5, 0.6)).tolist() == [True, True, False]  # doc 1's gate is closed
 
 
 def test_set_scores_count_predictions_on_sentences_without_gold_as_false_positives():
@@ -72,21 +97,21 @@ def test_boilerplate_split_is_by_key_and_keeps_only_frequent_lines_without_a_ski
             for k, ads, skill in [(5, 30, False), (19, 25, False), (20, 40, False), (77, 21, False),
                                   (3, 50, True), (8, 10, False), (2**64 - 1, 22, False)]]
     (tmp_path / "boilerplate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    split = boilerplate_negatives(tmp_path, CalibrationSettings(min_ads=20, held_back_percent=20))
+    split = boilerplate_negatives(tmp_path, min_ads=20, held_back_percent=20)
     assert split.held_back == ["line 5", "line 19", f"line {2**64 - 1}"]  # key % 100 < 20 (2**64 - 1 ends in 15)
     assert split.fit == ["line 20", "line 77"]  # not the line with a skill, nor the one in 10 ads
 
 
 def test_missing_boilerplate_file_names_it(tmp_path):
     with pytest.raises(EscoDataError, match="boilerplate.jsonl"):
-        boilerplate_negatives(tmp_path, CalibrationSettings())
+        boilerplate_negatives(tmp_path, min_ads=20, held_back_percent=20)
 
 
 @pytest.mark.parametrize("key,value", [("max_skills_per_sentence", 0), ("max_nonskill_share", 1.5),
-                                       ("held_back_percent", 100), ("gate_l2", 0.0)])
+                                       ("held_back_percent", 100), ("gate_l2", 0.0), ("min_ads", "20")])
 def test_bad_calibration_settings_name_the_key(key, value):
-    with pytest.raises(ConfigError, match=key):
-        CalibrationSettings(**{key: value}).validate()
+    with pytest.raises(ConfigError, match=rf"^\[calibration\] {key}\b"):
+        CalibrationSettings.load(SECTION, {key: value})
 
 
 def test_reliability_diagram_is_valid_svg_with_one_point_per_bin():
@@ -109,13 +134,13 @@ def test_thresholds_follow_the_half_f1_rule_within_the_boilerplate_bound():
     boiler = table([(i, i, 0, False, 1.0, False) for i in range(200)])
     t.features = np.c_[np.log(probs / (1 - probs)), np.zeros((n, len(SKILL_FEATURES) - 2))]
     boiler.features = np.c_[rng.normal(-2.0, 1.5, 200), np.zeros((200, len(SKILL_FEATURES) - 2))]
-    identity = np.r_[0.0, 1.0, np.zeros(len(SKILL_FEATURES) - 1)]  # probability = sigmoid(first feature)
+    identity = LogisticModel((0.0, 1.0) + (0.0,) * (len(SKILL_FEATURES) - 1))  # probability = sigmoid(feature 1)
     models = DecisionModels(identity, identity)
-    free, found = search_thresholds(t, models, None, CalibrationSettings(max_nonskill_share=1.0))
+    free, found = search_thresholds(t, models, None, max_k=5, max_nonskill_share=1.0)
     assert free.implied == free.explicit == pytest.approx(found["best_f1_on_grid"] / 2, abs=1e-3)
-    bounded, bound_found = search_thresholds(t, models, boiler, CalibrationSettings(max_nonskill_share=0.05))
+    bounded, bound_found = search_thresholds(t, models, boiler, max_k=5, max_nonskill_share=0.05)
     assert bound_found["boilerplate_share"] <= 0.05 < search_thresholds(
-        t, models, boiler, CalibrationSettings(max_nonskill_share=1.0))[1]["boilerplate_share"]
+        t, models, boiler, max_k=5, max_nonskill_share=1.0)[1]["boilerplate_share"]
     assert bounded.implied > free.implied  # the bound raised the implied threshold
 
 
@@ -145,7 +170,7 @@ def test_calibrate_command_writes_a_literal_only_calibration_into_a_matcher_pipe
     assert missing.exit_code == 2 and "nowhere" in missing.output
 
 
-def test_a_gate_without_folds_fits_one_model_and_claims_no_out_of_fold_auc():
+def test_the_gate_and_its_fold_gates_each_leave_out_what_they_must():
     from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path
 
     encoder = TransformerEncoder(resolve_model_path(DEFAULT_ENCODER), EncoderSettings())
@@ -154,10 +179,12 @@ def test_a_gate_without_folds_fits_one_model_and_claims_no_out_of_fold_auc():
     negatives = ["We offer 25 days of annual leave.", "Apply online by Friday.", "Salary: 25,000 per year.",
                  "Free parking on site."]
     l2 = CalibrationSettings().gate_l2
-    gate, by_fold = fit_gate(encoder, positives, negatives, l2=l2, folds=0)
-    assert by_fold == [] and set(gate.report) == {"positives", "negatives", "auc_fit"}
-    with_folds, by_fold = fit_gate(encoder, positives, negatives, l2=l2, folds=2)
-    assert len(by_fold) == 2 and "auc_negatives_out_of_fold" in with_folds.report
-    assert np.allclose(gate.weights, with_folds.weights)  # the same full gate either way
+    gate, by_fold = fit_gate(encoder, positives, negatives, l2=l2, folds=2)
+    assert len(by_fold) == 2 and set(gate.report) == {"positives", "negatives", "auc_fit",
+                                                      "auc_negatives_out_of_fold"}
+    assert gate.report["auc_fit"] == 1.0  # four of each, 384 dimensions: the fit separates what it saw
+    assert not np.allclose(by_fold[0].weights, by_fold[1].weights)  # each fold gate saw other negatives
     with pytest.raises(ValueError, match="folds"):
-        fit_gate(encoder, positives, negatives, l2=l2, folds=-1)
+        fit_gate(encoder, positives, negatives, l2=l2, folds=1)
+    with pytest.raises(EscoDataError, match="both classes"):
+        fit_gate(encoder, positives, negatives[:1], l2=l2, folds=2)

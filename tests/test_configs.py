@@ -10,10 +10,9 @@ from spacy.language import Language
 from spacy.util import registry
 
 from pipeline.components.assembly import base_config
-from pipeline.components.pipes import ALL_PIPES, BOILERPLATE, MATCHER, MATCHER_PIPES, RANKER
+from pipeline.components.pipes import ALL_PIPES, BOILERPLATE, MATCHER, RANKER
 from pipeline.errors import ConfigError
-from pipeline.components.encoder import DEFAULT_ENCODER
-from pipeline.training.config import pipeline_config, read_config, read_file, resolve_training
+from pipeline.training.config import read_config, read_file, resolve_training
 from pipeline.training.negatives import MixtureNegatives, NegativeSampler, RandomNegatives, TaxonomyNegatives
 from pipeline.training.settings import TrainingSettings
 from pipeline.training.supervision import AltLabelPairs, CorpusPairs
@@ -52,25 +51,6 @@ def test_pipeline_config_without_ranker_and_with_another_encoder():
     assert base_config(encoder="some/folder")["components"][RANKER]["encoder"]["name"] == "some/folder"
 
 
-def test_the_mpnet_config_changes_the_encoder_and_nothing_else():
-    default, mpnet = read_config(CONFIGS / "default.cfg"), read_config(CONFIGS / "mpnet.cfg")
-    assert mpnet["training"] == default["training"]
-    default_pipeline, mpnet_pipeline = pipeline_config(default), pipeline_config(mpnet)
-    assert mpnet_pipeline["components"][RANKER]["encoder"]["name"] == "sentence-transformers/all-mpnet-base-v2"
-    mpnet_pipeline["components"][RANKER]["encoder"]["name"] = DEFAULT_ENCODER
-    assert mpnet_pipeline == default_pipeline  # as dicts: the overlay may list the components in another order
-
-
-def test_the_self_training_config_adds_one_source_to_the_default_recipe():
-    from pipeline.training.supervision import SelfTrainingPairs
-
-    default_settings, _, default_sources = resolve_training(read_config(CONFIGS / "implied.cfg"))
-    settings, _, sources = resolve_training(read_config(CONFIGS / "self_training.cfg"))
-    assert settings == default_settings
-    assert set(sources) - set(default_sources) == {"self_training"}
-    assert isinstance(sources["self_training"], SelfTrainingPairs)
-
-
 # ------------------------------------------------------------------ only what differs
 def registered_defaults(block: dict) -> dict:
     """The defaults of the registered function a config block names (``@negative_samplers = "..."``)."""
@@ -95,8 +75,7 @@ def restated(section: dict, defaults: dict, where: str) -> list:
 def test_shipped_configs_hold_only_what_differs_from_the_defaults():
     defaults = {**base_config(), "training": TrainingSettings.defaults()}
     for path in sorted(CONFIGS.glob("*.cfg")):
-        if path.name != "self_training.cfg":  # being deleted (issue #19): not kept up to date here
-            assert restated(read_file(path), defaults, path.name) == []
+        assert restated(read_file(path), defaults, path.name) == []
     assert restated({"training": {"patience": 2, "negatives": {"@negative_samplers": "esco.hard_negatives.v1",
                                                                 "refresh_every": 50}}}, defaults, "x") == \
            ["x.training.patience = 2", "x.training.negatives.refresh_every = 50"]  # the check can fail

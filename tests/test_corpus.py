@@ -1,5 +1,5 @@
-"""The distant-supervision corpus: bad input in the manifest, cleaning, boilerplate, dedupe, labels, splits, storage,
-reader. The reader of job-ad files is tested in test_jobads.py, masking in test_masking.py."""
+"""The distant-supervision corpus: bad input in the manifest, cleaning, boilerplate, dedupe, labels, splits and
+storage. The reader of job-ad files is tested in test_jobads.py, masking in test_masking.py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import spacy
 from bad_input import PoisonedAdError, ads_with_poison, poisoned_normalizer
-from thinc.api import Config
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
@@ -22,7 +20,6 @@ from pipeline.corpus.storage import SplitSpill, save_dataset, split_features
 from pipeline.io.boilerplate import BOILERPLATE_FILE, line_key, read_boilerplate
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.io.jobads import JobAdInputWarning
-from pipeline.training.readers import READER_NAME, create_distant_supervision_reader
 
 BOILERPLATE = "We are an equal opportunity employer and value diversity."
 BUDGETS = "You will manage budgets for the ward and supervise staff."
@@ -305,51 +302,6 @@ def test_isolated_hands_back_an_exception_as_data_or_raises_it_with_fail_fast():
     assert isolated(int, "twelve") == Failure("ValueError", "invalid literal for int() with base 10: 'twelve'")
     with pytest.raises(ValueError):
         isolated(int, "twelve", fail_fast=True)
-
-
-# ------------------------------------------------------------------------------------------ spaCy reader
-def test_reader_is_registered_and_resolves_from_a_config(fixture_corpus):
-    assert spacy.registry.readers.get(READER_NAME) is create_distant_supervision_reader
-    config = Config().from_str(f"""
-    [corpora]
-    [corpora.train]
-    @readers = "{READER_NAME}"
-    path = "{fixture_corpus['output']}"
-    split = "dev"
-    """)
-    reader = spacy.registry.resolve(config)["corpora"]["train"]
-    nlp = spacy.blank("en")
-    assert len(list(reader(nlp))) == len(load_corpus(fixture_corpus["output"])["dev"])
-
-
-def test_reader_yields_examples_with_linked_spans(fixture_corpus, matcher_nlp):
-    rows = load_corpus(fixture_corpus["output"])["train"]
-    examples = list(create_distant_supervision_reader(fixture_corpus["output"], split="train")(matcher_nlp))
-    assert len(examples) == len(rows)
-    for example, row in zip(examples, rows):
-        reference = example.reference
-        assert example.predicted.text == reference.text == row["text"]
-        spans = [(span.text, span.kb_id_) for span in reference.spans["esco_skills"]]
-        assert spans == [(row["text"][m["start"] : m["end"]], m["uri"]) for m in row["mentions"]]
-        assert reference.user_data["esco_uris"] == row["uris"]
-        assert list(reference.spans["esco_skills_masked"]) == []
-
-
-def test_reader_masks_mentions_when_asked(fixture_corpus):
-    nlp = spacy.blank("en")
-    examples = list(create_distant_supervision_reader(fixture_corpus["output"], split="train",
-                                                      mask_probability=1.0, seed=1)(nlp))
-    assert examples
-    for example in examples:
-        reference = example.reference
-        assert "[MASK]" in reference.text and not list(reference.spans["esco_skills"])
-        assert {span.text for span in reference.spans["esco_skills_masked"]} == {"[MASK]"}
-        assert reference.user_data["esco_masked_uris"] == reference.user_data["esco_uris"]
-
-
-def test_reader_rejects_an_unknown_split(fixture_corpus):
-    with pytest.raises(ConfigError, match="split must be one of"):
-        create_distant_supervision_reader(fixture_corpus["output"], split="test")
 
 
 # ------------------------------------------------------------------------------------------ real ads

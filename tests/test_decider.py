@@ -8,11 +8,14 @@ import pytest
 import spacy
 
 from pipeline.components.assembly import base_config
-from pipeline.components.decider import GATE_FILE, NO_SKILL, SkillDecider, encode_sentences
-from pipeline.components.pipes import BOILERPLATE, DECIDER
+from pipeline.components.decider import GATE_FILE, NO_SKILL, SkillDecider, encode_sentences, with_gate
+from pipeline.components.pipes import BOILERPLATE, DECIDER, find_taxonomy
 from pipeline.components.predictions import mark_skipped
 from pipeline.errors import ConfigError, IncompletePipelineError
-from pipeline.evaluation.calibration import CalibrationSettings, calibrate_pipeline, save_calibration
+from pipeline.evaluation.calibration_report import decided_sets
+from pipeline.training.decider_fit import CalibrationSettings, calibrate_pipeline, save_calibration
+from pipeline.training.decider_gate import GateFit
+from pipeline.training.decider_search import benchmark_docs, decisions as search_decisions, tabulate
 from conftest import NHS_MIN_ADS as MIN_ADS
 
 SETTINGS = CalibrationSettings(min_ads=MIN_ADS, gate_positives=400, gate_report_positives=150)
@@ -97,22 +100,49 @@ def test_explicit_kept_and_implied_thresholded_by_their_own_models(calibrated, u
     explicit_sent, implied_sent = doc.sents
     chosen = explicit_sent._.esco_skill_set
     assert chosen[0].uri == uri_of("PostgreSQL") and chosen[0].explicit
-    assert chosen[0].probability >= decider.explicit_threshold
+    assert chosen[0].probability >= decider.thresholds.explicit
     for sent in doc.sents:
         members = sent._.esco_skill_set
         assert len(members) <= decider.max_skills
         assert {p.uri for p in members} <= {p.uri for p in sent._.esco_skills}
         for p in members:
-            assert p.probability >= (decider.explicit_threshold if p.explicit else decider.implied_threshold)
+            assert p.probability >= (decider.thresholds.explicit if p.explicit else decider.thresholds.implied)
     # the implied sentence's set is exactly its passing candidates, most probable first, capped
     [cands] = [c for c in decider.candidates(doc) if c.sent.start == implied_sent.start]
     decider.encode_needed([cands])
     gate = cands.gate if cands.gate is not None else 1.0  # None: no candidate could pass at any gate value
-    probs, passes = decider.keep_mask(cands.features, cands.explicit, gate)
+    assert not cands.explicit.any()
+    probs = decider.models.implied.probability(with_gate(cands.features, gate))
+    passes = [gate >= decider.gate_threshold and p >= decider.thresholds.implied for p in probs]
     expected = [cands.ranking[i].uri for i in np.argsort(-probs, kind="stable") if passes[i]][: decider.max_skills]
     assert [p.uri for p in implied_sent._.esco_skill_set] == expected
-    open_gate = gate >= decider.gate_threshold
-    assert passes.tolist() == [open_gate and p >= decider.implied_threshold for p in probs]
+
+
+def test_the_fits_simulated_sets_are_the_sets_the_component_decides(calibrated, shared_path):
+    """The threshold search judges every setting by the sets it simulates over the candidate table; on the real
+    validation sentences those sets are the ones the component decides: for the shipped config, and with the gate
+    closing below 0.5 (the slice's fit leaves it open), with and without dropping literal matches."""
+    nlp, _ = calibrated
+    shipped: SkillDecider = nlp.get_pipe(DECIDER)
+    taxonomy = find_taxonomy(nlp)
+    gate = GateFit(shipped.gate_weights, shipped.settings.gate_bias)  # the shipped gate, as the component has it
+    tables = [tabulate(benchmark_docs(nlp, path, path.stem), shipped, taxonomy, lambda _: gate)
+              for path in benchmark(shared_path)]
+    section = f"components.{DECIDER}"
+    for settings in (shipped.settings, shipped.settings.replace(section, gate_threshold=0.5),
+                     shipped.settings.replace(section, gate_threshold=0.5, gate_explicit=True)):
+        decider = SkillDecider(nlp, DECIDER, settings)
+        decider.set_gate(shipped.gate_weights)
+        kept_kinds, gated = set(), 0
+        for table in tables:
+            kept = search_decisions(table, decider.models, decider.max_skills)(decider.thresholds)
+            simulated = [{table.labels[i] for i in table.label_id[kept & (table.doc_id == d)]}
+                         for d in range(len(table.docs))]
+            assert simulated == decided_sets(decider, table.docs, taxonomy)
+            kept_kinds |= set(table.explicit[kept].tolist())
+            gated += len(np.unique(table.sent_id[table.gate < settings.gate_threshold]))
+        assert kept_kinds == {True, False}  # literal matches and implied skills both decided
+        assert gated > 0 or settings.gate_threshold == 0
 
 
 def check_evidence(doc, sent, evidence, k):
@@ -138,13 +168,13 @@ def test_evidence_offsets_point_at_content_words_of_the_sentence(calibrated, uri
                         (s.start_char, s.end_char) for s in p.spans]
                 else:
                     assert p.evidence
-                    check_evidence(doc, sent, p.evidence, decider.evidence_words)
+                    check_evidence(doc, sent, p.evidence, decider.settings.evidence_words)
         for cands in decider.candidates(doc):  # and the evidence of every implied candidate, member or not
             [cands.encoding] = encode_sentences(decider.encoder, [cands.sent.text])
             for pred in cands.ranking:
                 if not pred.explicit:
                     evidence = decider.evidence(cands, pred.uri)
-                    check_evidence(doc, cands.sent, evidence, decider.evidence_words)
+                    check_evidence(doc, cands.sent, evidence, decider.settings.evidence_words)
                     found[pred.uri] = [e.text for e in evidence]
     assert "patient" in found[uri_of("patient record storage")]  # "keep the ward's patient files in order"
     assert "budget" in found[uri_of("manage budgets")]

@@ -111,9 +111,10 @@ def test_without_onnxruntime_the_float_model_runs_with_a_warning(model_path, mon
 @pytest.mark.parametrize("encoder, message", [
     ({"backend": "onnx"}, r"\[components.esco_skill_ranker.encoder\] backend must be 'torch' or 'onnx-int8', "
                           r"got 'onnx'"),
-    ({"backend": "onnx-int8", "quantize": True}, r"\[components.esco_skill_ranker.encoder\] quantize is PyTorch's"),
+    ({"max_length": 0}, r"\[components.esco_skill_ranker.encoder\] max_length must be >= 1, got 0"),
+    ({"batch_size": "64"}, r"\[components.esco_skill_ranker.encoder\] batch_size: input should be a valid integer"),
 ])
-def test_a_bad_backend_setting_names_the_key(esco_path, encoder, message):
+def test_a_bad_encoder_setting_names_the_key(esco_path, encoder, message):
     config = base_config().merge({"components": {RANKER: {"encoder": encoder}}, "paths": {"esco": str(esco_path)}})
     with pytest.raises(ConfigError, match=message):
         spacy.util.load_model_from_config(config, auto_fill=True)

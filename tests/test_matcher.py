@@ -11,7 +11,7 @@ import warnings
 import pytest
 import spacy
 
-from pipeline.errors import ConfigError, NotInitializedError
+from pipeline.errors import ConfigError, EscoSkillsError, MissingDependencyError, NotInitializedError
 from pipeline.components.matcher import LabelPolicy, SkillMatcher
 from pipeline.components.predictions import SPANS_KEY
 
@@ -301,6 +301,16 @@ def test_bad_label_policy_naming_its_registered_function_raises_config_error(pol
 def test_uninitialized_matcher_says_how_to_initialize(policy_nlp):
     with pytest.raises(NotInitializedError, match="is not initialized: call nlp.initialize"):
         SkillMatcher(policy_nlp)(policy_nlp("Manage budgets."))
+
+
+def test_a_missing_lemma_table_is_an_error_the_cli_reports(policy_nlp):
+    """Without spacy-lookups-data's table the normalizer cannot initialize: a project error (the CLI prints it)
+    that says what to install, not spaCy's bare ValueError."""
+    from pipeline.components.normalizer import TokenNormalizer
+
+    with pytest.raises(MissingDependencyError, match=r"'lemma_lookup' table for 'zz'.*pip install spacy-lookups-data"):
+        TokenNormalizer(policy_nlp.vocab).initialize(lang="zz")
+    assert issubclass(MissingDependencyError, EscoSkillsError)
 
 
 def test_predictions_survive_doc_serialization_and_multiprocessing(matcher_nlp, uri_of):

@@ -6,7 +6,7 @@ import spacy
 
 from pipeline.components.assembly import base_config
 from pipeline.components.pipes import load_pipeline
-from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, resolve_model_path
+from pipeline.components.encoder import DEFAULT_ENCODER, resolve_model_path
 from pipeline.errors import ConfigError, ModelNotFoundError
 from pipeline.components.predictions import SPANS_KEY
 
@@ -102,19 +102,6 @@ def test_bad_ranker_config_names_the_key(esco_path, override, key):
     config = base_config().merge({"components": {"esco_skill_ranker": override}})
     with pytest.raises(ConfigError, match=key):
         spacy.util.load_model_from_config(config.merge({"paths": {"esco": str(esco_path)}}), auto_fill=True)
-
-
-def test_int8_encoder_path_stays_close_to_float_and_keeps_float_weights():
-    from pipeline.components.encoder import TransformerEncoder
-
-    path = resolve_model_path(DEFAULT_ENCODER)
-    texts = [IMPLICIT, "Experience with postgresql is essential.", "manage budgets"]
-    exact = TransformerEncoder(path, EncoderSettings()).encode(texts)
-    fast_encoder = TransformerEncoder(path, EncoderSettings(quantize=True))
-    fast = fast_encoder.encode(texts)
-    cosines = (exact * fast).sum(axis=1)
-    assert cosines.min() > 0.9 and not np.allclose(exact, fast)
-    assert fast_encoder.model.encoder.layer[0].attention.self.query.__class__.__name__ == "Linear"
 
 
 def test_label_pooling_and_token_scores_follow_their_definitions():

@@ -262,7 +262,6 @@ def test_a_killed_actor_is_restarted_and_every_ad_is_written_once(tmp_path, ray_
 
 
 @needs_ray
-@pytest.mark.slow
 def test_a_rerun_resumes_an_interrupted_run_and_skips_finished_inputs(tmp_path, ray_local, matcher_dir, jobads):
     out = tmp_path / "out"
     settings = RaySettings(num_workers=1, batch_size=8, part_ads=16)

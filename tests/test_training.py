@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from thinc.api import Config
 
 import pipeline.training.trainer as trainer_module
-from pipeline.components.encoder import DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path
-from pipeline.components.onnx_backend import weights_fingerprint
+from pipeline.components.encoder import (DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path,
+                                         weights_fingerprint)
 from pipeline.components.pipes import ALL_PIPES
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.training.config import read_config, resolve_training
@@ -122,7 +122,6 @@ def copy_trained(trained, tmp_path):
     return model
 
 
-@pytest.mark.slow
 def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(trained, tiny_corpus, esco_path,
                                                                            shared_path, tmp_path, monkeypatch):
     out, first = trained

@@ -177,7 +177,8 @@ def calibrate(
     ads: int = typer.Option(1000, "--ads", help="How many ads of --jobads (the first, spread over the files)."),
 ) -> None:
     """Fit the decider (gate, explicit and implied decisions, thresholds) and write it into MODEL."""
-    from pipeline.evaluation.calibration import calibrate as run_calibration, format_report
+    from pipeline.evaluation.calibration_report import format_report
+    from pipeline.training.decider_fit import calibrate as run_calibration
 
     try:
         result = run_calibration(model, corpus, validation, reliability_path=reliability, jobads=jobads, n_ads=ads)
@@ -192,7 +193,6 @@ def evaluate(
     model: Path = typer.Argument(..., help="Pipeline folder."),
     files: List[Path] = typer.Argument(..., help="Benchmark CSVs and/or span JSONL files (recognised by content)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="metrics JSON: {file: {metric: value}}"),
-    quantize: bool = typer.Option(False, "--quantize", help="Run the ranker's encoder in int8 (faster path)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus folder: adds the masked-mention dev signal."),
     dev_signals: bool = typer.Option(True, "--dev-signals/--no-dev-signals",
                                      help="Score the masked-mention and ESCO paraphrase dev signals (needs a ranker)."),
@@ -201,17 +201,13 @@ def evaluate(
                                         "the skills)."),
 ) -> None:
     """RP@5 / RP@10 / MRR on benchmark CSVs and dev signals, span P/R/F1 (seqeval) on span files."""
-    from pipeline.components.encoder import quantized_override
     from pipeline.components.pipes import RANKER, load_pipeline
     from pipeline.components.ranker import sync_index
     from pipeline.evaluation.report import evaluate_files, format_table
     from pipeline.training.config import parse_overrides
 
     try:
-        config = parse_overrides(overrides)
-        if quantize:
-            config.update(quantized_override())  # spaCy reads nested and dotted overrides alike
-        nlp = load_pipeline(model, config=config)
+        nlp = load_pipeline(model, config=parse_overrides(overrides))
         if sync_index(nlp, force=any(".skill_text=" in item for item in overrides)):
             typer.echo("re-embedded the skills for the overridden skill_text")
         metrics = evaluate_files(nlp, files, corpus_dir=corpus, dev_signals=dev_signals and RANKER in nlp.pipe_names)
@@ -231,7 +227,6 @@ def bench(
     ads: int = typer.Option(200, help="Whole ads to time."),
     batch_size: int = typer.Option(64),
     repeats: int = typer.Option(3),
-    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also time the int8 encoder path."),
     backend: str = typer.Option("onnx-int8", "--backend", help="Also time this encoder backend ('' to skip)."),
     ray_workers: List[int] = typer.Option([1, 2], "--ray-workers", help="Also time extract on Ray Data with these "
                                                                         "worker counts (0 to skip)."),
@@ -246,7 +241,7 @@ def bench(
     try:
         results = {} if only_engines else run_benchmarks(
             model, jobads, n_sentences=sentences, n_ads=ads, batch_size=batch_size, repeats=repeats,
-            quantize=quantize, backend=backend)
+            backend=backend)
         if ray_workers or only_engines:
             results.update(bench_engines(model, bench_ads(jobads, ads), ray_workers, batch_size, repeats,
                                          cpus_per_worker=ray_cpus_per_worker))

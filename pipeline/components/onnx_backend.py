@@ -2,21 +2,20 @@
 (per output channel), run by ONNX Runtime on the CPU.
 
 Why this path: on 2 CPU cores the sentence encoder is most of the pipeline's time. PyTorch's dynamic int8
-quantization of the Linear layers gave 1.48x; ONNX Runtime fuses the graph and runs int8 GEMMs (VNNI where the CPU
-has it), which is where the rest of the gain is (``make bench`` prints both). Per-channel weight scales keep the
-embeddings far closer to the float ones than one scale per tensor; ``reduce_range`` (7-bit weights) avoids the
-int16 saturation of CPUs without VNNI at no measurable cost in accuracy.
+quantization of the Linear layers gave 1.48x (since removed: this backend superseded it); ONNX Runtime fuses the
+graph and runs int8 GEMMs (VNNI where the CPU has it), which is where the rest of the gain is (``make bench``).
+Per-channel weight scales keep the embeddings far closer to the float ones than one scale per tensor;
+``reduce_range`` (7-bit weights) avoids the int16 saturation of CPUs without VNNI at no measurable cost in accuracy.
 
-The exported model is a derived artifact of the float weights, so it records their fingerprint: a saved file is
-used only when the fingerprint matches the weights beside it, otherwise it is exported again (with a warning).
-onnxruntime and onnx are an optional extra (``pip install ".[fast]"``); the caller falls back to PyTorch when
-they are missing (``runtime_missing``).
+The exported model is a derived artifact of the float weights, so it records their fingerprint (the encoder's
+``weights_fingerprint``): a saved file is used only when the fingerprint matches the weights beside it, otherwise
+it is exported again (with a warning). onnxruntime and onnx are an optional extra (``pip install ".[fast]"``); the
+caller falls back to PyTorch when they are missing (``runtime_missing``).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import tempfile
@@ -28,7 +27,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from pipeline.errors import EscoSkillsError
+from pipeline.errors import OnnxExportError
 
 ONNX_MODEL_FILE = "model.int8.onnx"
 ONNX_META_FILE = "model.int8.json"
@@ -38,10 +37,6 @@ EXPORT_TOLERANCE = 1e-3  # max |float ONNX - PyTorch| on the check batch; more m
 # A padded batch to trace with (so the attention-mask branch is the one recorded) and another to check with.
 TRACE_TEXTS = ("a short line", "a longer line of a job ad, so that the batch has padding in it")
 CHECK_TEXTS = ("You will keep the ward's patient files in order.", "Python", "manage budgets and lead a team " * 6)
-
-
-class OnnxExportError(EscoSkillsError, RuntimeError):
-    """The float encoder could not be exported to ONNX, or the export does not reproduce it."""
 
 
 def runtime_missing(export: bool = True) -> Optional[str]:
@@ -55,16 +50,6 @@ def runtime_missing(export: bool = True) -> Optional[str]:
         except ImportError:
             return f"{module} is not installed (pip install \".[fast]\")"
     return None
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over the weights (names and bytes): what an exported model was made from, and what the trainer's
-    skill index was embedded with."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class _LastHiddenState(torch.nn.Module):

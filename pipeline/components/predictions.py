@@ -33,6 +33,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
+from pipeline.components.segmenter import is_sentence
+
 SPANS_KEY = "esco_skills"
 RAW_KEY = "esco_predictions"  # Doc extension holding {sentence start token: [[uri, label, score, explicit, [[start, end], ...]], ...]}
 DECISIONS_KEY = "esco_decisions"  # Doc extension holding the decided sets (see the module docstring)
@@ -116,7 +118,7 @@ def _sentence_key(span: Span) -> Optional[str]:
     """The key of ``span`` in the stored predictions when it is exactly a sentence of the doc."""
     raw = span.doc._.get(RAW_KEY) or {}
     key = str(span.start)
-    if key in raw and len(span) and span.end == span.doc[span.start].sent.end:
+    if key in raw and is_sentence(span):
         return key
     return None
 
@@ -145,7 +147,7 @@ def _span_no_skill_reason(span: Span) -> Optional[str]:
     decision = (span.doc._.get(DECISIONS_KEY) or {}).get(str(span.start))
     if decision and decision.get("reason"):
         return decision["reason"]
-    if span.end == span.doc[span.start].sent.end:
+    if is_sentence(span):
         return skipped_sentences(span.doc).get(span.start)
     return None
 

@@ -36,6 +36,7 @@ from pipeline.components.predictions import (SkillPrediction, register_extension
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt
 from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy, require
+from pipeline.components.segmenter import sentences
 
 SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
 SKILL_TEXTS = get_args(SkillTextMode)
@@ -220,7 +221,7 @@ class SkillRanker(Serializable):
     def _sentences(self, doc: Doc) -> List[Span]:
         """Sentences to rank: long enough, and not marked by a filter as asking for no skill (their encoding is
         the pipeline's main cost, and boilerplate repeats across ads)."""
-        sents = list(doc.sents) if doc.has_annotation("SENT_START") else ([doc[:]] if len(doc) else [])
+        sents = sentences(doc)
         skipped = skipped_sentences(doc)
         return [s for s in sents if len(s.text.strip()) >= self.settings.min_sentence_chars and s.start not in skipped]
 
@@ -303,7 +304,6 @@ def sync_index(nlp: Language, force: bool = False) -> bool:
     return True
 
 
-@component_factory(RANKER, RankerSettings, assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"],
-                   default_score_weights={"esco_rp@5": 1.0})
+@component_factory(RANKER, RankerSettings, assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"])
 def make_skill_ranker(nlp: Language, name: str, settings: RankerSettings) -> SkillRanker:
     return SkillRanker(nlp, name, settings)

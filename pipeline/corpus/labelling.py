@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from pipeline.components.pipes import MATCHER, MATCHER_PIPES, NORMALIZER, SEGMENTER, load_pipeline, make_clean_doc
+from pipeline.components.segmenter import sentences
 from pipeline.corpus.lines import CleanedAd, Failure, clean_ads, isolated
 from pipeline.io.boilerplate import line_key
 from pipeline.errors import EscoDataError
@@ -83,7 +84,7 @@ class SentenceLabeller:
 
     def label_line(self, line: str) -> LineResult:
         """Matches in the line, and per sentence: key, status, text and mentions (offsets into the sentence)."""
-        from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, SENT_START
+        from spacy.attrs import IS_PUNCT, IS_SPACE
 
         # Lines are cleaned already; the job-ad tokenizer would clean again (and could move offsets).
         doc = make_clean_doc(self.nlp, line)
@@ -92,22 +93,19 @@ class SentenceLabeller:
         self.segmenter.set_sentence_starts(doc)
         self.normalizer(doc)
         spans = sorted((span for span, _ in self.matcher.match(doc)), key=lambda s: (s.start, s.end))
-        rows = doc.to_array([SENT_START, IS_PUNCT, IS_SPACE, IDX]).tolist()
-        starts = [i for i, row in enumerate(rows) if row[0] == 1 or i == 0] + [len(rows)]
-        sentences: List[SentenceResult] = []
+        rows = doc.to_array([IS_PUNCT, IS_SPACE]).tolist()
+        results: List[SentenceResult] = []
         j = 0
-        for first, end in zip(starts, starts[1:]):
-            while j < len(spans) and spans[j].start < first:
+        for sent in sentences(doc):
+            while j < len(spans) and spans[j].start < sent.start:
                 j += 1
             inside = []
-            while j < len(spans) and spans[j].start < end:
+            while j < len(spans) and spans[j].start < sent.end:
                 inside.append(spans[j])
                 j += 1
-            start_char = rows[first][3]
-            end_char = rows[end][3] if end < len(rows) else len(doc.text)
-            n_words = sum(1 for row in rows[first:end] if not (row[1] or row[2]))
-            sentences.append(self.label_sentence(doc.text, start_char, end_char, end, n_words, inside))
-        return len(spans), sentences
+            n_words = sum(1 for row in rows[sent.start:sent.end] if not (row[0] or row[1]))
+            results.append(self.label_sentence(doc.text, sent.start_char, sent.end_char, sent.end, n_words, inside))
+        return len(spans), results
 
     def label_sentence(self, line: str, start_char: int, end_char: int, end_token: int, n_words: int,
                        spans: List[Any]) -> SentenceResult:

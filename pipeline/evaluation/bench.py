@@ -71,8 +71,7 @@ Results = Dict[str, Dict[str, float]]
 
 
 def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 2000, n_ads: int = 200,
-                   batch_size: int = 64, repeats: int = 3, quantize: bool = True,
-                   backend: Optional[str] = None) -> Results:
+                   batch_size: int = 64, repeats: int = 3, backend: Optional[str] = None) -> Results:
     """Every timing of the module docstring, as ``{what: {unit: value, "min": …, "max": …}}``; the CLI prints
     ``format_results`` of it. ``backend``: also time that encoder backend."""
     start = time.perf_counter()
@@ -100,15 +99,6 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
     time_rate("full pipeline, whole ads", lambda: list(nlp.pipe(ads, batch_size=batch_size)), len(ads), "ads/s")
     results["full pipeline, whole ads"]["sentences per ad (first 20)"] = n_ad_sentences / max(1, min(20, len(ads)))
     results["peak memory"] = {"MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if quantize and "esco_skill_ranker" in nlp.pipe_names:
-        from pipeline.components.encoder import quantized_override
-
-        fast = load_pipeline(model, config=quantized_override())
-        fast_ranker = fast.get_pipe(RANKER)
-        time_rate("int8 encoder", lambda: fast_ranker.encoder.encode(sentences, batch_size=batch_size), n)
-        time_rate("int8 full pipeline", lambda: list(fast.pipe(sentences, batch_size=batch_size)), n)
-        results["int8 full pipeline"]["speed-up vs float pipeline"] = (
-            results["int8 full pipeline"]["sentences/s"] / results["full pipeline"]["sentences/s"])
     if "raw encoder (limit)" in results:
         results["full pipeline"]["share of encoder limit"] = (
             results["full pipeline"]["sentences/s"] / results["raw encoder (limit)"]["sentences/s"])

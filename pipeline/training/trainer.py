@@ -26,16 +26,17 @@ import numpy as np
 import torch
 from spacy.language import Language
 from spacy.util import fix_random_seed, minibatch
+from transformers import get_linear_schedule_with_warmup
 
 from pipeline.components.assembly import build_pipeline
-from pipeline.components.onnx_backend import weights_fingerprint
+from pipeline.components.encoder import weights_fingerprint
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.errors import ConfigError
-from pipeline.evaluation.calibration import calibrate_pipeline, record as record_calibration
 from pipeline.evaluation.dev_signals import DevSignals, build_dev_signals, dev_signal_scores
 from pipeline.evaluation.validation import (COMBINED_METRIC, SELECTION_METRIC, check_validation_files,
                                             combined_score, validation_scores)
 from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
+from pipeline.training.decider_fit import calibrate_pipeline, record as record_calibration
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.corpus.masking import mask_mentions
 from pipeline.corpus.storage import corpus_boilerplate
@@ -106,9 +107,6 @@ class Trainer:
         self.device = device or resolve_device(settings.device)
         self.ranker = nlp.get_pipe(RANKER)
         self.encoder = self.ranker.encoder
-        if self.encoder.settings.quantize:
-            raise ConfigError(f"[components.{RANKER}.encoder] quantize is an inference option; train with "
-                              "quantize = false and turn it on when loading the trained pipeline")
         self.encoder.to(self.device)
         self.initial_state = copy_state(self.encoder.model)  # the untrained encoder, for interpolation
         self.taxonomy = find_taxonomy(nlp)
@@ -117,18 +115,13 @@ class Trainer:
         self.sampler.bind(self.taxonomy, self.uris)
         self.optimizer = torch.optim.AdamW(self.encoder.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        # Linear warm-up to the learning rate, then linear decay to 0 at max_steps (a LambdaLR: checkpoints keep it).
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, settings.warmup_steps, settings.max_steps)
         self.checkpoint_dir = self.output.with_name(self.output.name + ".checkpoint")
         self.skill_vectors: Optional[np.ndarray] = None
         self.rng = random.Random(seed)
         # The ranker's index was built from the encoder as it is now (initialize, or from_disk of a saved pipeline).
         self.indexed_weights = weights_fingerprint(self.encoder.model)
-
-    def _lr_factor(self, step: int) -> float:
-        warm = self.settings.warmup_steps
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (self.settings.max_steps - step) / max(1, self.settings.max_steps - warm))
 
     def refresh_skill_index(self) -> None:
         """The ranker's index, embedded again only if the weights changed since it was built (13,896 skills: tens
@@ -309,7 +302,7 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
         raise ConfigError(f"[nlp] pipeline must contain '{RANKER}' to be trained, got {nlp.pipe_names}")
     taxonomy = find_taxonomy(nlp)
     ctx = SupervisionContext(taxonomy, nlp.get_pipe(RANKER).index.uris, Path(corpus_dir) if corpus_dir else None,
-                             random.Random(seed), ranker=nlp.get_pipe(RANKER))
+                             random.Random(seed))
     pairs, counts = collect_pairs(sources, ctx)
     dev = build_dev_signals(taxonomy, ctx.corpus_dir, max_masked=settings.dev_max_masked,
                             max_paraphrases=settings.dev_max_paraphrases) if settings.dev_signals else None
