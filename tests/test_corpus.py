@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from bad_input import PoisonedAdError, ads_with_poison, poisoned_normalizer
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
 from pipeline.corpus.build import MANIFEST_FILE, SPLITS, CorpusSettings, build_corpus, load_corpus
 from pipeline.corpus.labelling import SentenceLabeller
+from pipeline.corpus.lines import Failure, isolated
 from pipeline.corpus.storage import SplitSpill, save_dataset, split_features
 from pipeline.io.boilerplate import BOILERPLATE_FILE, line_key, read_boilerplate
 from pipeline.errors import ConfigError, EscoDataError
@@ -261,6 +264,44 @@ def test_labeller_keeps_offsets_into_the_clean_line(matcher_nlp, uri_of):
     assert (n_matches, status, text) == (2, "ok", line)
     assert [(text[s:e], uri) for s, e, uri in mentions] == [("Python", uri_of("Python (computer programming)")),
                                                             ("SQL", uri_of("SQL"))]
+
+
+# ------------------------------------------------------------------------------------------ a poison ad
+@pytest.fixture(scope="module")
+def poisoned_matcher(tmp_path_factory, matcher_dir):
+    """The matcher pipeline with a normalizer that raises on the poison ad's marker word (a saved pipeline, as the
+    corpus takes one with --pipeline)."""
+    return poisoned_normalizer(matcher_dir, tmp_path_factory.mktemp("poisoned") / "matcher")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_poison_ad_fails_alone_and_every_good_ad_is_in_the_corpus(tmp_path, poisoned_matcher, workers):
+    path = write_lines(tmp_path / "ads.jsonl", ads_with_poison(30, poison_at=12))
+    manifest = build([path], tmp_path / "out", poisoned_matcher, workers=workers)
+    counts = manifest["counts"]
+    assert (counts["ads_failed"], counts["ads_failed_by_error"]) == (1, {"PoisonedAdError": 1})
+    assert counts["ads_read"] == 31 == (counts["ads_empty_after_cleaning"] + counts["ads_failed"]
+                                        + counts["ads_train"] + counts["ads_dev"])
+    (failed,) = [json.loads(line) for line in (tmp_path / "out" / "failed.jsonl").read_text().splitlines()]
+    assert {k: failed[k] for k in ("file", "line", "id", "error")} == {
+        "file": str(path), "line": 13, "id": "poison", "error": "PoisonedAdError"}
+    corpus = load_corpus(tmp_path / "out")
+    rows = [row["ad_id"] for split in ("train", "dev", "unmatched") for row in corpus[split]]
+    assert Counter(rows) == {f"good{i}": 2 for i in range(30)}  # both sentences of every good ad, once
+
+
+def test_fail_fast_stops_the_corpus_at_the_poison_ad(tmp_path, poisoned_matcher):
+    path = write_lines(tmp_path / "ads.jsonl", ads_with_poison(3, poison_at=1))
+    with pytest.raises(PoisonedAdError, match="Poisonberry"):
+        build([path], tmp_path / "out", poisoned_matcher, fail_fast=True)
+    assert not (tmp_path / "out" / MANIFEST_FILE).exists()
+
+
+def test_isolated_hands_back_an_exception_as_data_or_raises_it_with_fail_fast():
+    assert isolated(int, "12") == 12
+    assert isolated(int, "twelve") == Failure("ValueError", "invalid literal for int() with base 10: 'twelve'")
+    with pytest.raises(ValueError):
+        isolated(int, "twelve", fail_fast=True)
 
 
 # ------------------------------------------------------------------------------------------ real ads

@@ -10,15 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import spacy
+from bad_input import PoisonedAdError, add_poison, ads_with_poison
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
-from pipeline.commands.extract import CSV_COLUMNS, csv_rows, doc_to_record, extract_file, format_ad_table
+from pipeline.commands.extract import (CSV_COLUMNS, csv_rows, doc_to_record, extract_file, format_ad_table,
+                                       pipe_records)
 from pipeline.components.boilerplate import BoilerplateFilter
 from pipeline.components.predictions import Evidence, SkillPrediction, set_decisions, set_predictions
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.errors import ModelNotFoundError
-from pipeline.io.jobads import JobAdInputWarning
+from pipeline.io.jobads import JobAdInputWarning, read_ads
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_AD = ROOT / "corpora" / "fixtures" / "sample_job_ad.html"
@@ -223,6 +226,80 @@ def test_extract_counts_ads_cut_by_the_length_cap(tmp_path, matcher_nlp, monkeyp
     assert summary.n_truncated == 1 and "1 truncated" in summary.describe()
     assert [str(w.message) for w in record if "longer than the tokenizer's cap" in str(w.message)]
     assert not [w for w in record if issubclass(w.category, (LongDocumentWarning, NonEnglishWarning))]
+
+
+# ------------------------------------------------------------------------------------------ bad ads
+# The issue's ad (#23): valid JSON holding a lone UTF-16 surrogate, between two good ads.
+ISSUE_ADS = (b'{"id": "good1", "description": "We need someone to manage budgets."}\n'
+             b'{"id": "bad", "description": "SQL \\ud83d and more"}\n'
+             b'{"id": "good2", "description": "Python experience is a plus."}\n')
+
+
+@pytest.fixture(scope="module")
+def poisoned_nlp(matcher_dir):
+    """The matcher pipeline with a component that raises on the poison ad's marker word."""
+    return add_poison(spacy.load(matcher_dir))
+
+
+def test_cli_extract_writes_every_ad_of_the_issues_file_and_exits_0(matcher_dir, tmp_path, uri_of):
+    path = tmp_path / "ads.jsonl"
+    path.write_bytes(ISSUE_ADS)
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["extract", str(matcher_dir), str(path), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in records] == ["good1", "bad", "good2"]
+    assert records[1]["sentences"][0]["text"] == "SQL \ufffd and more"
+    assert [s["uri"] for s in records[1]["skills"]] == [uri_of("SQL")]
+    assert "3 ad(s) in = 3 written + 0 failed; 3 with skills; 0 line(s) skipped, 1 repaired" in result.output
+    assert (tmp_path / "out.failed.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("n_process", [1, 2])
+def test_a_poison_ad_fails_alone_and_every_good_ad_is_written_once(tmp_path, poisoned_nlp, matcher_nlp, n_process):
+    path = write_jsonl(tmp_path / "ads.jsonl", ads_with_poison(40, poison_at=17))
+    output = tmp_path / "out.jsonl"
+    with pytest.warns(UserWarning, match="1 ad\\(s\\) failed") as record:
+        summary = extract_file(poisoned_nlp, path, output, batch_size=8, n_process=n_process)
+    good = [ad for ad in read_ads(path) if ad.id != "poison"]
+    assert output.read_text().splitlines() == [json.dumps(r, ensure_ascii=False)
+                                               for r in pipe_records(matcher_nlp, good)]  # each once, in order
+    (failed,) = [json.loads(line) for line in (tmp_path / "out.failed.jsonl").read_text().splitlines()]
+    assert failed == {"file": str(path), "line": 18, "id": "poison", "error": "PoisonedAdError",
+                      "message": failed["message"]} and "Poisonberry" in failed["message"]
+    assert (summary.n_ads, summary.n_failed, summary.failed) == (40, 1, {"PoisonedAdError": 1})
+    assert "41 ad(s) in = 40 written + 1 failed (1 × PoisonedAdError)" in summary.describe()
+    (warned,) = [str(w.message) for w in record if "failed" in str(w.message)]
+    assert f"listed in '{tmp_path / 'out.failed.jsonl'}'" in warned and f"{path}:18 (id 'poison')" in warned
+
+
+def test_a_failed_ad_is_warned_about_without_an_output_file(tmp_path, poisoned_nlp):
+    path = write_jsonl(tmp_path / "ads.jsonl", ads_with_poison(2, poison_at=0))
+    stream = io.StringIO()
+    with pytest.warns(UserWarning, match="not listed in a file .no --output.:\n  .*ads.jsonl:1 .id 'poison'.: "
+                                         "PoisonedAdError"):
+        summary = extract_file(poisoned_nlp, path, stream=stream)
+    assert [json.loads(line)["id"] for line in stream.getvalue().splitlines()] == ["good0", "good1"]
+    assert summary.n_failed == 1
+
+
+def test_fail_fast_raises_the_first_exception_as_before(tmp_path, poisoned_nlp):
+    path = write_jsonl(tmp_path / "ads.jsonl", ads_with_poison(3, poison_at=1))
+    with pytest.raises(PoisonedAdError, match="Poisonberry"):
+        extract_file(poisoned_nlp, path, tmp_path / "out.jsonl", fail_fast=True)
+
+
+def test_cli_extract_lists_a_failed_ad_and_exits_0_or_stops_with_fail_fast(tmp_path, poisoned_nlp):
+    model = tmp_path / "poisoned"
+    poisoned_nlp.to_disk(model)
+    path = write_jsonl(tmp_path / "ads.jsonl", ads_with_poison(3, poison_at=1))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["extract", str(model), str(path), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "4 ad(s) in = 3 written + 1 failed (1 × PoisonedAdError)" in result.output
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["good0", "good1", "good2"]
+    result = CliRunner().invoke(app, ["extract", str(model), str(path), "--output", str(out), "--fail-fast"])
+    assert result.exit_code == 1 and isinstance(result.exception, PoisonedAdError)
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -8,11 +8,15 @@ import warnings
 from pathlib import Path
 
 import pytest
+from bad_input import NASTY_TEXTS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.commands.extract import extract_file
 from pipeline.corpus.build import build_corpus, load_corpus
 from pipeline.errors import ConfigError, EscoDataError
-from pipeline.io.jobads import AdFormat, JobAdInputWarning, ReadReport, read_ads, resolve_inputs
+from pipeline.io.jobads import NON_UTF8, AdFormat, JobAdInputWarning, ReadReport, read_ads, resolve_inputs
+from pipeline.io.text import BYTE_ORDER_MARK, CONTROL_CHARACTER, LONE_SURROGATE, repair_text
 
 AD = "We need someone to manage budgets. Python experience is a plus."
 OTHER_AD = "<p>Strong communication skills &amp; a degree in computer science.</p>"
@@ -110,6 +114,63 @@ def test_bad_utf8_in_a_text_file_is_repaired_with_its_line(tmp_path):
     ads, report, warned = read_all(path)
     assert [ad.text for ad in ads] == ["First line.\nSecond caf\ufffd line.\n"]
     assert any("ad.txt:2: non-UTF-8 bytes" in message for message in warned)
+
+
+def test_text_no_string_should_carry_is_mended_and_counted_by_reason_with_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "ads.jsonl", [
+        b'{"id": "s1", "description": "SQL \\ud83d and more"}',  # the issue's ad: valid JSON, a lone surrogate
+        b'{"id": "c2", "description": "Python\\u0000 and \x01SQL\tdaily"}',  # escaped NUL, raw controls
+        b'{"id": "\\ufeffb3\\udc00", "description": "\\ufeffExcel", "source": "a\\u0000b"}',
+        b'{"id": "w4", "description": "CESU-8 \xed\xa0\xbd is no UTF-8"}',  # a surrogate encoded as bytes
+        b'{"id": "e5", "description": "\\u0000\\u0007 \\u001b"}',  # nothing left once mended
+    ])
+    ads, report, warned = read_all(path)
+    assert [(ad.id, ad.text, ad.source, ad.file, ad.line) for ad in ads] == [
+        ("s1", "SQL \ufffd and more", "ads", str(path), 1),
+        ("c2", "Python and SQL\tdaily", "ads", str(path), 2),
+        ("b3\ufffd", "Excel", "ab", str(path), 3),
+        ("w4", "CESU-8 \ufffd\ufffd\ufffd is no UTF-8", "ads", str(path), 4)]
+    assert all(ad.text.encode("utf-8") and ad.id.encode("utf-8") for ad in ads)
+    assert report.totals()["repaired_lines"] == {LONE_SURROGATE: 2, CONTROL_CHARACTER: 2, BYTE_ORDER_MARK: 1,
+                                                 NON_UTF8: 1}
+    assert report.totals()["rejected_lines"] == {"empty text field 'description'": 1}
+    assert any(f"ads.jsonl:1: {LONE_SURROGATE} (in 'description')" in message for message in warned)
+    assert any(f"ads.jsonl:3: {LONE_SURROGATE} (in 'id')" in message for message in warned)
+    assert any(f"ads.jsonl:3: {CONTROL_CHARACTER} (in 'source')" in message for message in warned)
+
+
+def test_text_files_are_mended_by_the_same_rules(tmp_path):
+    whole = tmp_path / "ad.txt"
+    whole.write_bytes("Manage budgets\x00.\r\n\ufeffPython\u2028SQL\n".encode("utf-8"))
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"Python\x1b[0m daily\n\x00\x07\nSQL\n")
+    ads, report, _ = read_all(whole)
+    assert [(ad.id, ad.text, ad.line) for ad in ads] == [("ad.txt", "Manage budgets.\r\nPython\u2028SQL\n", 0)]
+    assert report.totals()["repaired_lines"] == {CONTROL_CHARACTER: 1, BYTE_ORDER_MARK: 1}
+    ads, report, _ = read_all(lines, AdFormat(one_per_line=True))
+    assert [(ad.id, ad.text, ad.line) for ad in ads] == [("lines.txt:1", "Python[0m daily", 1),
+                                                         ("lines.txt:3", "SQL", 3)]
+    assert report.totals()["rejected_lines"] == {"no text once mended": 1}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.data_too_large])
+@given(records=st.lists(st.tuples(NASTY_TEXTS, NASTY_TEXTS), min_size=1, max_size=8))
+def test_json_escaped_nasty_text_is_read_whole_and_mended(tmp_path, records):
+    """Every line is an ad, or rejected because nothing is left once mended; every ad can be written as UTF-8."""
+    path = write_jsonl(tmp_path / "nasty.jsonl", [json.dumps({"id": ad_id, "description": text}).encode()
+                                                  for ad_id, text in records])
+    ads, report, _ = read_all(path)
+    kept = [(line, ad_id, text) for line, (ad_id, text) in enumerate(records, start=1)
+            if repair_text(text).text.strip()]
+    assert [ad.line for ad in ads] == [line for line, _, _ in kept]
+    assert report.totals()["rejected_lines"] == (
+        {"empty text field 'description'": len(records) - len(kept)} if len(kept) < len(records) else {})
+    for ad, (line, ad_id, text) in zip(ads, kept):
+        assert ad.text == repair_text(text).text and ad.id == (repair_text(ad_id).text.strip() or f"nasty.jsonl:{line}")
+        (ad.text + ad.id).encode("utf-8")
+    n_lone = sum(LONE_SURROGATE in repair_text(text).reasons + repair_text(ad_id).reasons for _, ad_id, text in kept)
+    assert report.totals()["repaired_lines"].get(LONE_SURROGATE, 0) == n_lone
 
 
 def test_gzip_is_found_by_its_magic_bytes_not_its_name(tmp_path):

@@ -1,4 +1,5 @@
-"""`extract --engine ray`: a real local Ray (2 CPUs) over real ads from ../shared, a killed actor, a resumed run.
+"""`extract --engine ray`: a real local Ray (2 CPUs) over real ads from ../shared, a killed actor, a resumed run,
+a poison ad that fails alone.
 
 Skipped without Ray (an optional extra: pip install ".[ray]"), except the test of the message that says so.
 """
@@ -16,17 +17,21 @@ import time
 import warnings
 from pathlib import Path
 
+import bad_input
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bad_input import add_poison, ads_with_poison
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
 from pipeline.commands.extract import pipe_records
-from pipeline.commands.ray_engine import (STREAM_BUFFER, TESTED_RAY, PipelineActor, RaySettings,
+from pipeline.commands.ray_engine import (STREAM_BUFFER, TESTED_RAY, InputSpec, PipelineActor, RaySettings,
                                          SlowerStreamingWarning, data_context, extract_ray)
+from pipeline.commands.ray_engine.read import READ_SCHEMA, read_blocks
 from pipeline.errors import ConfigError
-from pipeline.io.jobads import read_ads
+from pipeline.io.jobads import AdFormat, read_ads
+from pipeline.io.text import BYTE_ORDER_MARK, CONTROL_CHARACTER
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason='Ray is an optional extra, not installed: pip install ".[ray]"')
@@ -44,8 +49,9 @@ def ray_local():
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     ray.data.DataContext.get_current().enable_progress_bars = False
-    # Test actors (below) travel to the workers by value: this module is not importable there.
+    # Test actors (below) travel to the workers by value: this module is not importable there, nor its helper.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(bad_input)
     yield ray
     ray.shutdown()
 
@@ -78,7 +84,7 @@ def assert_each_ad_once(out: Path, n_ads: int) -> None:
     assert len(rows) == n_ads and len(set(keys)) == n_ads
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ads_out"] == n_ads and summary["balanced"]
-    assert summary["ads_in"] == summary["ads_out"] + summary["rejected"]
+    assert summary["ads_in"] == summary["ads_out"] + summary["failed"] + summary["rejected"]
 
 
 # ------------------------------------------------------------------------------------------ a real run
@@ -102,7 +108,7 @@ def test_ray_engine_writes_every_ad_once_with_the_single_engine_records(tmp_path
     assert (summary["ads_in"], summary["ads_out"], summary["rejected"]) == (N_TECH + N_NHS + 2, N_TECH + N_NHS, 2)
     assert summary["rejected_by_reason"] == {"malformed JSON": 1, "empty text field 'description'": 1}
     assert summary["extract"]["n_ads"] == N_TECH + N_NHS
-    assert "302 ad(s) in = 300 written + 2 rejected" in result.output
+    assert "302 ad(s) in = 300 written + 0 failed + 2 rejected" in result.output
     assert_each_ad_once(out, N_TECH + N_NHS)
 
     ads = pq.read_table(out / "ads")
@@ -139,7 +145,71 @@ def test_ray_engine_reads_parquet_by_the_json_lines_rules(tmp_path, ray_local, m
     assert ids[3] == "more.parquet:4" and ids[:3] == [ad.id for ad in jobads["ads"][:3]]
 
 
+def test_parquet_rows_are_mended_by_the_readers_rules(tmp_path):
+    """Arrow holds no lone surrogate, but NUL, other controls and stray BOMs pass: the read task mends them."""
+    path = tmp_path / "ads.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": "p\x001", "description": "\ufeffPython\x00 and SQL"},
+                                         {"id": "p2", "description": "\x00\x1b"}]), path)
+    blocks = list(read_blocks(InputSpec.of(path, "parquet", "ads"), AdFormat(), block_ads=10, staged=set()))
+    rows = pa.concat_tables(blocks).to_pylist()
+    assert blocks[0].schema == READ_SCHEMA
+    assert [(r["id"], r["text"], r["file"], r["line"]) for r in rows if r["kind"] == "ad"] == [
+        ("p1", "Python and SQL", str(path), 1)]
+    report = json.loads(rows[-1]["report"])
+    assert report["repaired_lines"] == {CONTROL_CHARACTER: 1, BYTE_ORDER_MARK: 1}
+    assert report["rejected_lines"] == {"empty text field 'description'": 1}
+
+
 # ------------------------------------------------------------------------------------------ failures
+class PoisonActor(PipelineActor):
+    """The pipeline with a component that raises on the poison ad's marker word (``bad_input``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        add_poison(self.nlp)
+
+
+@needs_ray
+def test_a_poison_ad_fails_alone_is_listed_once_and_never_retried(tmp_path, ray_local, matcher_dir, matcher_nlp):
+    """Its batch is rerun ad by ad in the actor: the poison ad becomes one failed row, the batch returns, so Ray
+    retries nothing; every good ad is written once, with the single engine's record."""
+    path = tmp_path / "ads.jsonl"
+    path.write_text("".join(json.dumps(ad) + "\n" for ad in ads_with_poison(40, poison_at=21)))
+    out = tmp_path / "out"
+    result = extract_ray(matcher_dir, path, out, settings=RaySettings(batch_size=8), actor=PoisonActor)
+    assert_each_ad_once(out, 40)
+    assert (result.summary["failed"], result.summary["failed_by_error"]) == (1, {"PoisonedAdError": 1})
+    assert result.summary["inputs"][0] | {"key": None} == {"input": str(path.resolve()), "key": None, "ads_in": 41,
+                                                            "ads_out": 40, "failed": 1, "rejected": 0}
+    assert "41 ad(s) in = 40 written + 1 failed (1 × PoisonedAdError; listed in failed/) + 0 rejected" in (
+        result.describe())
+    (part,) = (out / "failed").glob("*/part-*.jsonl")
+    (failed,) = [json.loads(line) for line in part.read_text().splitlines()]
+    assert {k: failed[k] for k in ("seq", "file", "line", "id", "error")} == {
+        "seq": 21, "file": str(path), "line": 22, "id": "poison", "error": "PoisonedAdError"}
+    good = [ad for ad in read_ads(path) if ad.id != "poison"]
+    got = {row["id"]: json.loads(row["skills_json"]) for row in ads_rows(out)}
+    assert got == {record["id"]: record["skills"] for record in pipe_records(matcher_nlp, good)}
+
+
+@needs_ray
+def test_cli_engine_ray_writes_every_ad_of_the_issues_file(tmp_path, ray_local, matcher_dir):
+    """The issue's file (#23): its read task built no Arrow block of a lone surrogate; now the ad is mended."""
+    path = tmp_path / "ads.jsonl"
+    path.write_bytes(b'{"id": "good1", "description": "We need someone to manage budgets."}\n'
+                     b'{"id": "bad", "description": "SQL \\ud83d and more"}\n'
+                     b'{"id": "good2", "description": "Python experience is a plus."}\n')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["extract", str(matcher_dir), str(path), "--output", str(out),
+                                      "--engine", "ray"])
+    assert result.exit_code == 0, result.output
+    assert "3 ad(s) in = 3 written + 0 failed + 0 rejected" in result.output
+    assert sorted(row["id"] for row in ads_rows(out)) == ["bad", "good1", "good2"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["repaired_by_reason"] == {"lone UTF-16 surrogates replaced with U+FFFD": 1}
+    assert not (out / "failed").exists()
+
+
 class KillOnceActor(PipelineActor):
     """Kills its own process (SIGKILL, as the OOM killer would) on its second batch, once per test folder."""
 

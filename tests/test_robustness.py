@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
 import spacy
+from bad_input import NASTY_TEXTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.commands.extract import extract_file
 from pipeline.components.predictions import SPANS_KEY
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning, truncate_text
 from pipeline.errors import ConfigError
@@ -49,6 +52,50 @@ def test_generated_texts_never_crash_and_every_offset_is_inside_the_text(pipelin
     assert len(docs) == BATCH
     for doc in docs:
         assert_offsets_inside(doc)
+
+
+NASTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@NASTY_SETTINGS
+@given(texts=st.lists(NASTY_TEXTS, min_size=1, max_size=10))
+def test_text_no_string_should_carry_never_crashes_the_pipeline(matcher_nlp, texts):
+    """Lone surrogates, NUL, BOMs, separators, bidi marks, combining runs and long tokens given to ``nlp`` directly
+    (no reader mended them): the tokenizer's clean-up does, and every doc can be written as UTF-8."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonEnglishWarning)
+        docs = list(matcher_nlp.pipe(texts)) + [matcher_nlp(texts[0])]
+    assert len(docs) == len(texts) + 1 and docs[0].text == docs[-1].text
+    for doc in docs:
+        doc.text.encode("utf-8")
+        assert "\x00" not in doc.text and "\ufeff" not in doc.text
+        assert_offsets_inside(doc)
+
+
+@NASTY_SETTINGS
+@given(texts=st.lists(NASTY_TEXTS, min_size=1, max_size=10))
+def test_json_escaped_nasty_ads_are_all_extracted(tmp_path, matcher_nlp, texts):
+    """The same texts as JSON Lines through ``extract``: no ad fails, every one is written (or rejected as empty
+    once mended), and the output is valid UTF-8 JSON."""
+    path = tmp_path / "nasty.jsonl"
+    path.write_text("".join(json.dumps({"id": f"n{i}", "description": text}) + "\n" for i, text in enumerate(texts)))
+    output = tmp_path / "out.jsonl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = extract_file(matcher_nlp, path, output)
+    records = [json.loads(line) for line in output.read_bytes().decode("utf-8").splitlines()]
+    assert summary.n_failed == 0 and summary.n_ads == len(records) == len(texts) - summary.n_skipped
+    assert set(summary.skipped) <= {"empty text field 'description'"}
+    assert (tmp_path / "out.failed.jsonl").read_text() == ""
+
+
+def test_the_tokenizer_mends_text_without_its_clean_up(matcher_dir):
+    """``clean_html = false`` keeps the text as given, but spaCy cannot hash a lone surrogate: it is mended."""
+    nlp = spacy.load(matcher_dir, config={"nlp": {"tokenizer": {"clean_html": False}}})
+    doc = nlp("SQL \ud83d and <b>Python</b>\x00")
+    assert doc.text == "SQL \ufffd and <b>Python</b>"
+    assert [span.text for span in doc.spans[SPANS_KEY]] == ["SQL"]
 
 
 def test_huge_ad_is_cut_at_a_line_break_warned_and_recorded(matcher_dir):

@@ -1,10 +1,15 @@
-"""Job-ad clean-up (HTML, entities, bullets, mojibake), long-line splitting and the English check."""
+"""Job-ad clean-up (repairs, HTML, entities, bullets, mojibake), long-line splitting and the English check."""
 
 from __future__ import annotations
 
-import pytest
+import unicodedata
 
-from pipeline.io.text import clean_job_ad, is_english, looks_like_html, split_long_line
+import pytest
+from bad_input import NASTY_TEXTS
+from hypothesis import given, settings
+
+from pipeline.io.text import (BYTE_ORDER_MARK, CONTROL_CHARACTER, LONE_SURROGATE, clean_job_ad, is_english,
+                              looks_like_html, repair_text, split_long_line)
 
 NHS_HTML = (
     "<p><strong>Duties:</strong></p><ul><li>Manage budgets</li><li>Lead &amp; support staff</li></ul>"
@@ -46,6 +51,54 @@ def test_clean_job_ad_collapses_spaces_and_blank_lines():
     assert clean_job_ad("Salary  \t \u00a0\u00a330k\r\n\r\n\r\n  Benefits  ") == "Salary \u00a330k\nBenefits"
     assert clean_job_ad("") == ""
     assert clean_job_ad("<p>&nbsp;</p>") == ""
+
+
+# ------------------------------------------------------------------------------------------ repairs
+def test_repair_text_replaces_lone_surrogates_and_joins_pairs():
+    assert repair_text("SQL \ud83d and more") == ("SQL \ufffd and more", (LONE_SURROGATE,))
+    assert repair_text("low \ude00 then high \udbff") == ("low \ufffd then high \ufffd", (LONE_SURROGATE,))
+    assert repair_text("a pair \ud83d\ude00 is its emoji") == ("a pair \U0001f600 is its emoji", ())
+    assert repair_text("\ude00\ud83d") == ("\ufffd\ufffd", (LONE_SURROGATE,))  # the wrong order is no pair
+
+
+def test_repair_text_removes_controls_and_byte_order_marks_and_keeps_line_breaks():
+    assert repair_text("S\x00Q\x00L \x1b[1mbold\x7f") == ("SQL [1mbold", (CONTROL_CHARACTER,))
+    assert repair_text("\ufeffPython and\ufeff SQL") == ("Python and SQL", (BYTE_ORDER_MARK,))
+    kept = "tab\tLF\nCR\rVT\x0bFF\x0cFS\x1cUS\x1fNEL\x85LS\u2028PS\u2029 bidi\u200f\u202e ZWJ\u200d e\u0301 C1\x9b"
+    assert repair_text(kept) == (kept, ())
+
+
+def test_clean_job_ad_undoes_latin1_mojibake_before_it_drops_c1_controls():
+    """C1 controls are mostly UTF-8 read as Latin-1: the reader keeps them so that the clean-up can undo it."""
+    assert clean_job_ad("It\u00e2\x80\x99s a caf\u00c3\u00a9") == "It\u2019s a caf\u00e9"
+    assert clean_job_ad("Python\x9b\x80 and SQL") == "Python and SQL"
+    assert repair_text("\ud83d\x00\ufeff") == ("\ufffd", (LONE_SURROGATE, CONTROL_CHARACTER, BYTE_ORDER_MARK))
+
+
+def test_clean_job_ad_reads_a_marked_section_the_html_parser_rejects_as_text():
+    """Python's HTMLParser raises AssertionError on "<![foo[": the ad would fail; its text is kept instead."""
+    assert clean_job_ad("<p>Manage budgets</p><![foo[ and SQL ]]>") == "Manage budgets\n<![foo[ and SQL ]]>"
+
+
+def test_clean_job_ad_makes_every_line_break_a_newline():
+    assert clean_job_ad("Duties\u2028Manage budgets\u2029Skills\x85Python\x0cSQL\x0bExcel") == (
+        "Duties\nManage budgets\nSkills\nPython\nSQL\nExcel")
+    assert clean_job_ad("<p>Python&#x2028;SQL &#0;&#1;&#xd83d;</p>") == "Python\nSQL \ufffd\ufffd"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=NASTY_TEXTS)
+def test_repaired_and_cleaned_text_is_always_utf8_without_controls(text):
+    repaired, reasons = repair_text(text)
+    repaired.encode("utf-8")  # no lone surrogate left
+    assert repair_text(repaired) == (repaired, ())  # nothing left to mend
+    assert "\ufeff" not in repaired and not [c for c in repaired if unicodedata.category(c) == "Cc"
+                                             and c not in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" and c < "\x80"]
+    assert bool(reasons) == (repaired != text.encode("utf-16-le", "surrogatepass").decode("utf-16-le",
+                                                                                          "surrogatepass"))
+    cleaned = clean_job_ad(text)
+    cleaned.encode("utf-8")
+    assert all(unicodedata.category(c) != "Cc" or c == "\n" for c in cleaned)
 
 
 def test_split_long_line_prefers_sentence_punctuation_then_separators():

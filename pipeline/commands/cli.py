@@ -20,6 +20,8 @@ CORPUS = CorpusSettings()  # the corpus command's defaults
 
 ESCO_OPTION = typer.Option(Path("../shared/esco/v1.1.1"), "--esco", help="ESCO CSV export: folder, zips or CSVs.")
 KNOWN_ERRORS = (EscoSkillsError, FileNotFoundError)
+FAIL_FAST_OPTION = typer.Option(False, "--fail-fast", help="Stop at the first ad whose processing raises, with its "
+                                "traceback (debugging); by default such an ad is listed as failed and the run goes on.")
 
 
 def _fail(err: Exception) -> None:
@@ -77,6 +79,7 @@ def extract(
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="--engine ray: log each actor's pipeline load "
                                             "and batches to this JSON Lines file (on a cluster: a shared path) and "
                                             "say where the run's time went."),
+    fail_fast: bool = FAIL_FAST_OPTION,
 ) -> None:
     """Find the ESCO skills in job ads."""
     config = {}
@@ -91,8 +94,9 @@ def extract(
             result = run_ray_command(model, inputs, output, engine=engine, num_workers=num_workers,
                                      cpus_per_worker=cpus_per_worker, batch_size=batch_size, address=address,
                                      config=config, text_field=text_field, id_field=id_field, lines=lines,
-                                     timeline=timeline, single_only={"--csv": csv_output, "--html": html,
-                                     "--table": table, "--ranking": ranking, "--n-process": n_process != 1})
+                                     timeline=timeline, fail_fast=fail_fast,
+                                     single_only={"--csv": csv_output, "--html": html, "--table": table,
+                                                  "--ranking": ranking, "--n-process": n_process != 1})
         except KNOWN_ERRORS as err:
             _fail(err)
         typer.echo(result.describe(), err=True)
@@ -112,7 +116,7 @@ def extract(
             model = load_pipeline(model, config=config)
         summary = extract_file(model, input, output, csv_path=csv_output, html_path=html, ranking=ranking,
                                text_field=text_field, id_field=id_field, lines=lines, top_k=top_k, print_table=table,
-                               batch_size=batch_size, n_process=n_process)
+                               batch_size=batch_size, n_process=n_process, fail_fast=fail_fast)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(summary.describe(), err=True)
@@ -130,13 +134,14 @@ def corpus(
     dev_fraction: float = typer.Option(CORPUS.dev_fraction, help="Share of ads in the dev split."),
     seed: int = typer.Option(CORPUS.seed),
     workers: int = typer.Option(CORPUS.workers, help="Processes for cleaning and matching."),
+    fail_fast: bool = FAIL_FAST_OPTION,
 ) -> None:
     """Build the distant-supervision corpus (sentence → ESCO skills) from unlabelled job ads."""
     from pipeline.corpus.build import build_corpus
 
     try:
         manifest = build_corpus(inputs, output, esco=esco, limit=limit, text_field=text_field, id_field=id_field,
-                                dev_fraction=dev_fraction, seed=seed, workers=workers)
+                                dev_fraction=dev_fraction, seed=seed, workers=workers, fail_fast=fail_fast)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(json.dumps(manifest.get("counts", {}), indent=2))

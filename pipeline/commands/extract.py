@@ -3,7 +3,9 @@
 Inputs are read by ``pipeline.io.jobads`` (the corpus builder's reader too): text or HTML files (one ad, or one
 ad per line with ``lines=True``), JSON Lines (``.jsonl``, ``.ndjson``, ``.json``, gzipped or not) with
 configurable text and id fields, or a folder of them. A malformed line is skipped with a warning that names
-``file:line`` and is counted in the returned summary: never a crash, never silent.
+``file:line`` and is counted in the returned summary: never a crash, never silent. An ad whose processing raises
+fails alone (``commands.isolation``): it is counted by error class in the summary, warned about and written to
+``<output>.failed.jsonl`` (``io.failures``), and the run goes on; ``fail_fast`` raises instead.
 
 Output, one JSON object per ad::
 
@@ -35,13 +37,14 @@ an ad-level summary of the set; ``html_path`` writes the displaCy view of every 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
 import sys
 import warnings
 from collections import Counter
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, TextIO, Tuple, Union
@@ -51,16 +54,19 @@ from spacy.tokens import Doc, Span
 from tqdm import tqdm
 from wasabi import table
 
+from pipeline.commands.isolation import AdOutcome, pipe_isolated
 from pipeline.commands.render import PAGE, render_ad, sentences_of
 from pipeline.components.pipes import load_pipeline
 from pipeline.components.predictions import SkillPrediction
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.errors import ConfigError
+from pipeline.io.failures import FailedAd, FailedAdsFile, failed_path
 from pipeline.io.jobads import ID_FIELD, TEXT_FIELD, AdFormat, JobAd, ReadReport, iter_ads, resolve_inputs
 from pipeline.io.records import CSV_COLUMNS, ExtractSummary, csv_rows
 
 SENTENCE_CLIP = 60  # characters of a sentence shown in the table
 SENTENCES_SHOWN = 2  # sentences shown per skill in the table
+FAILURES_WARNED = 10  # failed ads named one by one in the run's warning (all are in the failed file and counts)
 
 PathLike = Union[str, Path]
 
@@ -210,19 +216,23 @@ def _open_output(path: Optional[PathLike], fallback: Optional[TextIO]) -> Iterat
 
 
 class HtmlWriter:
-    """One standalone page with every ad's displaCy view (``render_ad``), written as the ads come."""
+    """One standalone page with every ad's displaCy view (``html_section``), written as the ads come."""
 
-    def __init__(self, handle: TextIO, top_k: int):
-        self.handle, self.top_k = handle, top_k
+    def __init__(self, handle: TextIO):
+        self.handle = handle
         head, self.tail = PAGE.split("{content}")
         handle.write(head)
 
-    def write(self, doc: Doc, ad_id: str) -> None:
-        self.handle.write(f'<section class="esco-ad-page"><h2>ad {escape(ad_id)}</h2>\n'
-                          f"{render_ad(doc, self.top_k)}\n</section>\n")
+    def write(self, section: str) -> None:
+        self.handle.write(section)
 
     def close(self) -> None:
         self.handle.write(self.tail)
+
+
+def html_section(doc: Doc, ad_id: str, top_k: int) -> str:
+    """One ad's part of the HTML page: its id and displaCy view (``render_ad``)."""
+    return f'<section class="esco-ad-page"><h2>ad {escape(ad_id)}</h2>\n{render_ad(doc, top_k)}\n</section>\n'
 
 
 @dataclass
@@ -235,6 +245,24 @@ class Outputs:
     ranking: bool = False
     print_table: bool = False
     top_k: int = 10
+
+
+@dataclass
+class AdOutput:
+    """Everything one ad writes, made before any of it is written: an ad that fails leaves no half trace."""
+
+    record: Dict[str, Any]
+    csv_rows: List[tuple] = field(default_factory=list)
+    html: Optional[str] = None
+    table: Optional[str] = None
+
+
+def ad_output(doc: Doc, ad: JobAd, outputs: Outputs) -> AdOutput:
+    """The record of one ad and what the other outputs asked for make of it."""
+    record = doc_to_record(doc, ad.id)
+    return AdOutput(record, list(csv_rows(record, outputs.ranking)) if outputs.csv_path is not None else [],
+                    html_section(doc, ad.id, outputs.top_k) if outputs.html_path is not None else None,
+                    format_ad_table(record, outputs.top_k) if outputs.print_table else None)
 
 
 def extract_file(
@@ -253,6 +281,7 @@ def extract_file(
     batch_size: int = 32,
     n_process: int = 1,
     stream: Optional[TextIO] = None,
+    fail_fast: bool = False,
 ) -> ExtractSummary:
     """Find the ESCO skills of every ad in `input` (a job-ad file or a folder of them).
 
@@ -260,6 +289,8 @@ def extract_file(
     ad's set to `csv_path` (every ranked row with `ranking`), the displaCy view of every ad to `html_path`, and
     with `print_table` a summary per ad (at most `top_k` skills of each kind) to `stream`. `model` is a pipeline
     folder, an installed package name or a loaded Language; `n_process` > 1 uses spaCy's worker processes.
+    An ad whose processing raises is counted, warned about and written to ``failed_path(output)`` (with an
+    `output`); `fail_fast` raises the first such exception instead.
     """
     _check_options(top_k, batch_size, n_process)
     ad_format = AdFormat(text_field=text_field, id_field=id_field, one_per_line=lines)
@@ -269,11 +300,22 @@ def extract_file(
     report = ReadReport()
     summary = ExtractSummary()
     outputs = Outputs(output, csv_path, html_path, ranking, print_table, top_k)
-    with per_ad_warnings_silenced():
-        docs = pipe_docs(nlp, iter_ads(files, ad_format, report), batch_size=batch_size, n_process=n_process)
-        _write_docs(docs, summary, Path(input).name, outputs, stream if stream is not None else sys.stdout)
+    failures: List[FailedAd] = []
+    with per_ad_warnings_silenced(), ExitStack() as stack:
+        failed_file = stack.enter_context(FailedAdsFile(failed_path(output))) if output is not None else None
+        outcomes = pipe_isolated(nlp, iter_ads(files, ad_format, report),
+                                 functools.partial(ad_output, outputs=outputs), batch_size=batch_size,
+                                 n_process=n_process, fail_fast=fail_fast)
+        for failure in _write_outcomes(outcomes, summary, Path(input).name, outputs,
+                                       stream if stream is not None else sys.stdout):
+            summary.add_failed(failure)
+            if failed_file is not None:
+                failed_file.write(failure)
+            if len(failures) < FAILURES_WARNED:
+                failures.append(failure)
     summary.add_report(report)
     _warn_summary(Path(input), summary)
+    _warn_failures(failures, summary, failed_path(output) if output is not None else None)
     return summary
 
 
@@ -284,10 +326,10 @@ def _check_options(top_k: int, batch_size: int, n_process: int) -> None:
         raise ConfigError(f"batch_size and n_process must be >= 1, got {batch_size} and {n_process}")
 
 
-def _write_docs(docs: Iterable[Tuple[Doc, str]], summary: ExtractSummary, desc: str, outputs: Outputs,
-                stream: TextIO) -> None:
-    """Every record to the JSONL output (or the stream), its rows to the CSV, its view to the HTML page, and
-    maybe a table."""
+def _write_outcomes(outcomes: Iterable[AdOutcome[AdOutput]], summary: ExtractSummary, desc: str, outputs: Outputs,
+                    stream: TextIO) -> Iterator[FailedAd]:
+    """Every ad's record to the JSONL output (or the stream), its rows to the CSV, its view to the HTML page, and
+    maybe a table; the failed ads are handed back, in order."""
     jsonl_fallback = stream if outputs.output is None and not outputs.print_table and outputs.html_path is None \
         else None
     with ExitStack() as stack:
@@ -297,19 +339,22 @@ def _write_docs(docs: Iterable[Tuple[Doc, str]], summary: ExtractSummary, desc: 
         writer = csv.writer(csv_file) if csv_file is not None else None
         if writer is not None:
             writer.writerow(CSV_COLUMNS)
-        html = HtmlWriter(html_file, outputs.top_k) if html_file is not None else None
-        with tqdm(docs, unit="ad", desc=desc, disable=None, file=sys.stderr) as bar:
-            for doc, ad_id in bar:
-                record = doc_to_record(doc, ad_id)
-                summary.add_record(record)
+        html = HtmlWriter(html_file) if html_file is not None else None
+        with tqdm(outcomes, unit="ad", desc=desc, disable=None, file=sys.stderr) as bar:
+            for outcome in bar:
+                if outcome.failure is not None:
+                    yield outcome.failure
+                    continue
+                out = outcome.result
+                summary.add_record(out.record)
                 if jsonl is not None:
-                    jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    jsonl.write(json.dumps(out.record, ensure_ascii=False) + "\n")
                 if writer is not None:
-                    writer.writerows(csv_rows(record, outputs.ranking))
+                    writer.writerows(out.csv_rows)
                 if html is not None:
-                    html.write(doc, ad_id)
-                if outputs.print_table:
-                    bar.write(format_ad_table(record, outputs.top_k) + "\n", file=stream)
+                    html.write(out.html)
+                if out.table is not None:
+                    bar.write(out.table + "\n", file=stream)
         if html is not None:
             html.close()
 
@@ -335,5 +380,17 @@ def _warn_summary(input: Path, summary: ExtractSummary) -> None:
             UserWarning,
             stacklevel=3,
         )
-    if summary.n_ads == 0:
+    if summary.n_ads == 0 and summary.n_failed == 0:
         warnings.warn(f"'{input}': no ad was read.", UserWarning, stacklevel=3)
+
+
+def _warn_failures(first: List[FailedAd], summary: ExtractSummary, path: Optional[Path]) -> None:
+    """One warning for the ads that failed: how many by error class, where they are listed, the first few."""
+    if not summary.n_failed:
+        return
+    by_error = "; ".join(f"{n:,} × {error}" for error, n in Counter(summary.failed).most_common())
+    listed = f"listed in '{path}'" if path is not None else "not listed in a file (no --output)"
+    shown = "".join(f"\n  {failure.describe()}" for failure in first)
+    more = f"\n  … and {summary.n_failed - len(first):,} more" if summary.n_failed > len(first) else ""
+    warnings.warn(f"{summary.n_failed:,} ad(s) failed and were left out ({by_error}), {listed}:{shown}{more}",
+                  UserWarning, stacklevel=3)

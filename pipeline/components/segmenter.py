@@ -20,7 +20,7 @@ from spacy.util import registry
 from pipeline.components.factory import component_factory, settings_signature
 from pipeline.components.pipes import SEGMENTER
 from pipeline.io.serialization import Part, Serializable
-from pipeline.io.text import clean_job_ad, english_score, is_english
+from pipeline.io.text import clean_job_ad, english_score, is_english, repair_text
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
 
 DEFAULT_PUNCT = (".", "!", "?", ";", "…", "。")
@@ -57,7 +57,8 @@ class LongDocumentWarning(UserWarning):
 class JobAdTokenizer:
     """Wraps spaCy's rule tokenizer; cleans HTML, entities, mojibake and bullets first.
 
-    ``doc.text`` is therefore the cleaned text: offsets in predictions refer to it, not to the raw HTML.
+    ``doc.text`` is therefore the cleaned text: offsets in predictions refer to it, not to the raw HTML. Without
+    the clean-up (``clean=False``) the text is still mended (``repair_text``): spaCy cannot hash a lone surrogate.
     """
 
     def __init__(self, tokenizer: Tokenizer, settings: TokenizerSettings = TokenizerSettings()):
@@ -71,7 +72,7 @@ class JobAdTokenizer:
         return self.tokenizer.vocab
 
     def __call__(self, text: str) -> Doc:
-        text = clean_job_ad(text) if self.clean else text
+        text = clean_job_ad(text) if self.clean else repair_text(text).text
         text, cut = truncate_text(text, self.max_chars)
         doc = self.tokenizer(text)
         if cut:

@@ -23,6 +23,9 @@ per source; ``corpora/README.md`` describes it). Stages, in order — each drop 
    ``dev``, split by ad with a seeded hash, so no ad is in both); the others go to ``unmatched``
    (``corpus.storage`` writes them).
 
+An ad whose cleaning or labelling raises fails alone: counted, listed in ``OUTPUT/failed.jsonl`` (``io.failures``),
+none of its sentences written (its lines still count as seen for dedupe); ``fail_fast`` raises instead.
+
 Memory stays flat in the number of ads except for sets of 8-byte line hashes (bounded by the distinct lines) and
 one float per ad (to size the dev split exactly). Masking is not baked in: examples keep their mention offsets and
 ``pipeline.corpus.masking`` masks them at training time.
@@ -42,7 +45,7 @@ from array import array
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 from pydantic import ValidationInfo, field_validator
 from spacy.util import minibatch
@@ -57,7 +60,7 @@ from pipeline.corpus.labelling import (
     default_start_method,
     matcher_for_workers,
 )
-from pipeline.corpus.lines import CleanedAd
+from pipeline.corpus.lines import CleanedAd, Failure
 from pipeline.corpus.stats import CorpusStats, boilerplate_top, counts_with_inputs, describe_input
 from pipeline.corpus.storage import (  # noqa: F401 - re-exported: training imports them from here
     DATASET_DIR,
@@ -71,6 +74,7 @@ from pipeline.corpus.storage import (  # noqa: F401 - re-exported: training impo
 )
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.io.boilerplate import BOILERPLATE_FILE, write_boilerplate
+from pipeline.io.failures import FAILED_FILE, FailedAd, FailedAdsFile
 from pipeline.io.jobads import (ID_FIELD, SOURCE_FIELD, TEXT_FIELD, AdFormat, InputFile, JobAd, ReadReport, iter_ads,
                                 resolve_inputs)
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt, StrictStr
@@ -141,10 +145,13 @@ def _dev_threshold(units: array, dev_fraction: float) -> float:
 class CorpusBuilder:
     """The two passes of ``build_corpus``; see the module docstring for the stages."""
 
-    def __init__(self, settings: CorpusSettings, pool: WorkPool, work_dir: Path, progress: bool = True):
+    def __init__(self, settings: CorpusSettings, pool: WorkPool, work_dir: Path, failed: FailedAdsFile,
+                 progress: bool = True):
         self.settings = settings
         self.pool = pool
         self.work_dir = work_dir
+        self.failed = failed  # the ads whose cleaning or labelling raised
+        self.ads_spilled = 0  # ads with lines after cleaning: the ones the second pass labels
         self.progress = progress
         self.stats = CorpusStats()
         self.report = ReadReport()
@@ -165,22 +172,31 @@ class CorpusBuilder:
         bar = tqdm(total=self.settings.limit, unit=" ads", desc="read + clean", disable=not self.progress)
         with open(self.spill, "w", encoding="utf-8") as spill:
             for metas, cleaned in self.pool.clean(self._clean_tasks(ads), self.settings.max_line_chars):
-                for (ad_id, source), ad in zip(metas, cleaned):
-                    self._spill_ad(spill, ad_id, source, ad)
+                for (ad_id, source, *where), ad in zip(metas, cleaned):
+                    self._spill_ad(spill, ad_id, source, where, ad)
                 bar.update(len(metas))
         bar.close()
         self.timing["read_and_clean"] = time.perf_counter() - start
 
     @staticmethod
-    def _clean_tasks(ads: Iterator[JobAd]) -> Iterator[Tuple[List[Tuple[str, str]], List[str]]]:
+    def _clean_tasks(ads: Iterator[JobAd]) -> Iterator[Tuple[List[Tuple[str, str, str, int]], List[str]]]:
         for batch in minibatch(ads, ADS_PER_CLEAN_TASK):
-            yield [(ad.id, ad.source) for ad in batch], [ad.text for ad in batch]
+            yield [(ad.id, ad.source, ad.file, ad.line) for ad in batch], [ad.text for ad in batch]
 
-    def _spill_ad(self, spill: TextIO, ad_id: str, source: str, ad: CleanedAd) -> None:
+    def _spill_ad(self, spill: TextIO, ad_id: str, source: str, where: List[Any],
+                  ad: Union[CleanedAd, Failure]) -> None:
+        if isinstance(ad, Failure):  # read, then its cleaning raised
+            self.stats.add(source, "ads_read")
+            return self._fail(ad_id, source, where, ad)
         lines, dkeys, bkeys, n_long = ad
         self._count_ad(ad_id, source, lines, bkeys, n_long)
         if lines:
-            spill.write(json.dumps([ad_id, source, lines, dkeys, bkeys], ensure_ascii=False) + "\n")
+            spill.write(json.dumps([ad_id, source, lines, dkeys, bkeys, where], ensure_ascii=False) + "\n")
+
+    def _fail(self, ad_id: str, source: str, where: List[Any], failure: Failure) -> None:
+        """An ad whose cleaning or labelling raised: counted by error class and listed; nothing of it is written."""
+        self.stats.add(source, "ads_failed")
+        self.failed.write(FailedAd.make(*where, ad_id, failure.error, failure.message))
 
     def _count_ad(self, ad_id: str, source: str, lines: List[str], bkeys: List[int], n_long: int) -> None:
         self.stats.add(source, "ads_read")
@@ -188,6 +204,7 @@ class CorpusBuilder:
         if not lines:
             self.stats.add(source, "ads_empty_after_cleaning")
             return
+        self.ads_spilled += 1
         self.units.append(_unit_hash(self.settings.seed, ad_id))
         threshold = self.settings.boilerplate_min_ads
         for key, line in dict(zip(bkeys, lines)).items():
@@ -197,13 +214,14 @@ class CorpusBuilder:
 
     # -- between the passes: which frequent lines are boilerplate
     def find_boilerplate(self) -> None:
-        """Frequent lines are boilerplate unless the matcher finds a skill in them (then they are kept)."""
+        """Frequent lines are boilerplate unless the matcher finds a skill in them (then they are kept). A line whose
+        labelling raises is kept too: the second pass labels it again and the first ad that holds it fails."""
         start = time.perf_counter()
         tasks = (([key for key, _ in batch], [text for _, text in batch])
                  for batch in minibatch(self.candidates.items(), LINES_PER_MATCH_TASK))
         for batch_keys, results in self.pool.label(tasks):
-            for key, (n_matches, _) in zip(batch_keys, results):
-                if n_matches:
+            for key, result in zip(batch_keys, results):
+                if isinstance(result, Failure) or result[0]:
                     self.boilerplate_kept[key] = self.candidates[key]
                 else:
                     self.boilerplate[key] = self.candidates[key]
@@ -227,30 +245,29 @@ class CorpusBuilder:
         bar = tqdm(total=self.ads_with_lines(), unit=" ads", desc="match + write", disable=not self.progress)
         for metas, results in self.pool.label(self._label_tasks(threshold)):
             offset = 0
-            for ad_id, source, split, n_lines in metas:
-                self._write_ad(rows, ad_id, source, split, results[offset : offset + n_lines], seen_sentences)
+            for ad_id, source, split, where, n_lines in metas:
+                self._write_ad(rows, (ad_id, source, split, where), results[offset : offset + n_lines], seen_sentences)
                 offset += n_lines
             bar.update(len(metas))
         bar.close()
         self.timing["match_and_write"] = time.perf_counter() - start
 
     def ads_with_lines(self) -> int:
-        return sum(c["ads_read"] - c["ads_empty_after_cleaning"] for c in self.stats.counts.values())
+        return self.ads_spilled
 
     def _label_tasks(self, threshold: float) -> Iterator[Tuple[list, List[str]]]:
-        """Tasks of (per ad: id, source, split, number of lines; the ads' unique lines, concatenated)."""
+        """Tasks of (per ad: id, source, split, [file, line], number of lines; the ads' unique lines, concatenated)."""
         for batch in minibatch(self._ads_to_label(threshold), ADS_PER_LABEL_TASK):
             yield [meta + (len(lines),) for meta, lines in batch], [line for _, lines in batch for line in lines]
 
-    def _ads_to_label(self, threshold: float) -> Iterator[Tuple[Tuple[str, str, str], List[str]]]:
-        """Per spilled ad: (id, source, split) and its lines that are neither boilerplate nor seen before."""
+    def _ads_to_label(self, threshold: float) -> Iterator[Tuple[Tuple[str, str, str, List[Any]], List[str]]]:
+        """Per spilled ad: (id, source, split, [file, line]) and its lines neither boilerplate nor seen before."""
         seen_lines: set = set()
         with open(self.spill, encoding="utf-8") as spill:
             for row in spill:
-                ad_id, source, lines, dkeys, bkeys = json.loads(row)
+                ad_id, source, lines, dkeys, bkeys, where = json.loads(row)
                 split = "dev" if _unit_hash(self.settings.seed, ad_id) <= threshold else "train"
-                self.stats.add(source, f"ads_{split}")
-                yield (ad_id, source, split), self._unique_lines(source, lines, dkeys, bkeys, seen_lines)
+                yield (ad_id, source, split, where), self._unique_lines(source, lines, dkeys, bkeys, seen_lines)
 
     def _unique_lines(self, source: str, lines: List[str], dkeys: List[int], bkeys: List[int],
                       seen: set) -> List[str]:
@@ -266,8 +283,14 @@ class CorpusBuilder:
                 kept.append(line)
         return kept
 
-    def _write_ad(self, rows: SplitSpill, ad_id: str, source: str, split: str, results: List[LineResult],
-                  seen: set) -> None:
+    def _write_ad(self, rows: SplitSpill, meta: Tuple[str, str, str, List[Any]],
+                  results: List[Union[LineResult, Failure]], seen: set) -> None:
+        """The ad's sentences into its split, or nothing if labelling one of its lines raised (it failed)."""
+        ad_id, source, split, where = meta
+        failure = next((result for result in results if isinstance(result, Failure)), None)
+        if failure is not None:
+            return self._fail(ad_id, source, where, failure)
+        self.stats.add(source, f"ads_{split}")
         examples = 0
         for _, sentences in results:
             for key, status, text, mentions in sentences:
@@ -315,6 +338,7 @@ class CorpusBuilder:
         counts["boilerplate_kept_with_match"] = len(self.boilerplate_kept)
         counts["boilerplate_saved"] = len(self.boilerplate) + len(self.boilerplate_kept)
         counts["duplicates"] = counts["duplicate_lines"] + counts["duplicate_sentences"]
+        counts["ads_failed_by_error"] = dict(self.failed.by_error)
         return {
             "schema_version": SCHEMA_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -344,6 +368,7 @@ def build_corpus(
     esco: Optional[Path] = None,
     pipeline_path: Optional[Path] = None,
     progress: bool = True,
+    fail_fast: bool = False,
     **settings: Any,
 ) -> dict:
     """Build the distant-supervision corpus into ``output`` and return its manifest (also ``output/manifest.json``).
@@ -351,7 +376,8 @@ def build_corpus(
     ``settings``: any keys of ``CorpusSettings`` (the rest keep its defaults), checked before the matcher is loaded
     or a file read, so that a typo costs nothing. The matcher is assembled from the ESCO export at ``esco`` unless
     ``pipeline_path`` names a saved pipeline with the matcher (e.g. one with a custom label policy). Results are
-    identical for any number of ``workers`` and deterministic for a ``seed``.
+    identical for any number of ``workers`` and deterministic for a ``seed``. An ad whose cleaning or labelling
+    raises is listed in ``output/failed.jsonl`` and counted; ``fail_fast`` raises its exception instead.
     """
     settings = CorpusSettings.load(SECTION, settings)
     if esco is None and pipeline_path is None:
@@ -364,11 +390,12 @@ def build_corpus(
         (output / stale).unlink(missing_ok=True)
     started = time.perf_counter()
     workers, method = settings.workers, settings.start_method or default_start_method()
-    with tempfile.TemporaryDirectory(prefix=".corpus-work-", dir=output) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".corpus-work-", dir=output) as tmp, \
+            FailedAdsFile(output / FAILED_FILE) as failed:
         work_dir = Path(tmp)
         nlp, worker_dir = matcher_for_workers(esco, pipeline_path, work_dir, save=workers > 1 and method != "fork")
-        pool = WorkPool(workers, worker_dir, SentenceLabeller(nlp, settings), method)
-        builder = CorpusBuilder(settings, pool, work_dir, progress=progress)
+        pool = WorkPool(workers, worker_dir, SentenceLabeller(nlp, settings), method, fail_fast)
+        builder = CorpusBuilder(settings, pool, work_dir, failed, progress=progress)
         rows = _run_passes(builder, pool, files, work_dir)
         save_start = time.perf_counter()
         save_dataset(rows, output / DATASET_DIR, work_dir / "arrow", progress)

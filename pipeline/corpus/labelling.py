@@ -3,7 +3,8 @@
 A line is split into sentences (the segmenter's rules), each sentence is filtered (English, word count) and
 gets the matcher's mentions as character offsets into the sentence. ``WorkPool`` runs cleaning and labelling
 tasks over worker processes and gives results back in task order, so the corpus is identical for any number of
-workers.
+workers. An ad or line whose cleaning or labelling raises gives a ``lines.Failure`` in place of its result (its
+ad fails alone), unless the pool is ``fail_fast``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import multiprocessing
 import sys
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from pipeline.components.pipes import MATCHER, MATCHER_PIPES, NORMALIZER, SEGMENTER, load_pipeline, make_clean_doc
 from pipeline.components.segmenter import sentences
-from pipeline.corpus.lines import CleanedAd, clean_ads
+from pipeline.corpus.lines import CleanedAd, Failure, clean_ads, isolated
 from pipeline.io.boilerplate import line_key
 from pipeline.errors import EscoDataError
 from pipeline.io.text import is_english
@@ -77,8 +78,9 @@ class SentenceLabeller:
         self.normalizer = nlp.get_pipe(NORMALIZER)
         self.matcher = nlp.get_pipe(MATCHER)
 
-    def label_lines(self, lines: List[str]) -> List[LineResult]:
-        return [self.label_line(line) for line in lines]
+    def label_lines(self, lines: List[str], fail_fast: bool = False) -> List[Union[LineResult, Failure]]:
+        """Per line its result, or the ``Failure`` of a line whose labelling raised (raised with ``fail_fast``)."""
+        return [isolated(self.label_line, line, fail_fast=fail_fast) for line in lines]
 
     def label_line(self, line: str) -> LineResult:
         """Matches in the line, and per sentence: key, status, text and mentions (offsets into the sentence)."""
@@ -133,12 +135,12 @@ def _init_worker(pipeline_dir: str, settings: "CorpusSettings") -> None:
     _WORKER = SentenceLabeller(load_matcher_pipeline(Path(pipeline_dir)), settings)
 
 
-def _worker_label(lines: List[str]) -> List[LineResult]:
+def _worker_label(args: Tuple[List[str], bool]) -> List[Union[LineResult, Failure]]:
     assert _WORKER is not None, "worker not initialized"
-    return _WORKER.label_lines(lines)
+    return _WORKER.label_lines(*args)
 
 
-def _worker_clean(args: Tuple[List[str], int]) -> List[CleanedAd]:
+def _worker_clean(args: Tuple[List[str], int, bool]) -> List[Union[CleanedAd, Failure]]:
     return clean_ads(*args)
 
 
@@ -153,13 +155,15 @@ class WorkPool:
 
     Forked workers inherit the loaded matcher; spawned ones load it once from ``pipeline_dir``. Results come
     back in task order, so the corpus is the same for any number of workers; at most ``4 × workers`` tasks are
-    in flight, so memory does not grow with the input.
+    in flight, so memory does not grow with the input. An ad or line that raises gives a ``Failure`` in place of
+    its result; with ``fail_fast`` its exception ends the build.
     """
 
     def __init__(self, workers: int, pipeline_dir: Optional[Path], labeller: SentenceLabeller,
-                 start_method: Optional[str] = None):
+                 start_method: Optional[str] = None, fail_fast: bool = False):
         self.workers = workers
         self.labeller = labeller
+        self.fail_fast = fail_fast
         self.pool = None
         if workers == 1:
             return
@@ -177,16 +181,16 @@ class WorkPool:
                                      initargs=(str(pipeline_dir), labeller.settings))
 
     def clean(self, tasks: Iterable[Tuple[Any, List[str]]], max_line_chars: int) -> Iterator[Tuple[Any, list]]:
-        """(meta, cleaned ads) per task of (meta, ad texts), in task order."""
+        """(meta, cleaned ads or failures) per task of (meta, ad texts), in task order."""
         if self.pool is None:
-            return ((meta, clean_ads(texts, max_line_chars)) for meta, texts in tasks)
-        return self._ordered(_worker_clean, ((meta, (texts, max_line_chars)) for meta, texts in tasks))
+            return ((meta, clean_ads(texts, max_line_chars, self.fail_fast)) for meta, texts in tasks)
+        return self._ordered(_worker_clean, ((meta, (texts, max_line_chars, self.fail_fast)) for meta, texts in tasks))
 
-    def label(self, tasks: Iterable[Tuple[Any, List[str]]]) -> Iterator[Tuple[Any, List[LineResult]]]:
-        """(meta, labelled lines) per task of (meta, lines), in task order."""
+    def label(self, tasks: Iterable[Tuple[Any, List[str]]]) -> Iterator[Tuple[Any, list]]:
+        """(meta, labelled lines or failures) per task of (meta, lines), in task order."""
         if self.pool is None:
-            return ((meta, self.labeller.label_lines(lines)) for meta, lines in tasks)
-        return self._ordered(_worker_label, tasks)
+            return ((meta, self.labeller.label_lines(lines, self.fail_fast)) for meta, lines in tasks)
+        return self._ordered(_worker_label, ((meta, (lines, self.fail_fast)) for meta, lines in tasks))
 
     def _ordered(self, func: Callable, tasks: Iterable[Tuple[Any, Any]]) -> Iterator[Tuple[Any, Any]]:
         pending: deque = deque()

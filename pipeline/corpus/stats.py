@@ -21,7 +21,7 @@ STAGE_KEYS = (
     "ads_read", "ads_empty_after_cleaning", "lines", "long_lines_split", "boilerplate_lines", "duplicate_lines",
     "sentences", "duplicate_sentences", "non_english", "too_short", "too_short_with_match", "too_long",
     "sentences_kept", "sentences_matched", "sentences_unmatched", "examples_train", "examples_dev", "mentions",
-    "sentences_with_cut_mention", "ads_train", "ads_dev", "ads_with_examples",
+    "sentences_with_cut_mention", "ads_train", "ads_dev", "ads_with_examples", "ads_failed",
 )
 
 

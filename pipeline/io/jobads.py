@@ -8,6 +8,10 @@ Policy (the same for every caller):
   else is an ``EscoDataError`` before a single ad is read.
 - **gzip** is recognised by its magic bytes, not its name.
 - **bad UTF-8** bytes are replaced with U+FFFD and the line is counted as *repaired* (its ad is kept).
+- **text no string should carry** in the text, id or source — lone UTF-16 surrogates (U+FFFD), control
+  characters and stray byte-order marks (removed) — is mended by ``io.text.repair_text`` and the line counted as
+  *repaired*, once per reason (the fields named in the detail); an ad whose text is empty once mended is rejected.
+  JSON strings may hold raw control characters (tabs, NULs: invalid JSON, common in exports): parsed, then mended.
 - **a truncated or corrupt gzip**: the ads before the break are kept; the rest of that file is counted as a
   *file error* and warned about. Reading never raises halfway through a file.
 - **a bad line** (malformed JSON, not an object, missing / non-string / empty text field) is counted as
@@ -29,6 +33,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.io.files import GZIP_ERRORS, READ_ERRORS, open_binary
+from pipeline.io.text import repair_text
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TEXT_SUFFIXES = (".txt", ".html", ".htm")
@@ -78,6 +83,8 @@ class JobAd:
     id: str
     text: str
     source: str
+    file: str = ""  # where the reader found it: a run names an ad that failed by file and line (and id)
+    line: int = 0  # 1-based line (Parquet: row) of a JSON Lines / --lines file; 0: the whole file is the ad
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -279,7 +286,7 @@ def _jsonl_ads(file: InputFile, ad_format: AdFormat, report: ReadReport) -> Iter
 
 def _parse_json(line: str, path: Path, line_no: int, report: ReadReport) -> Optional[dict]:
     try:
-        record = json.loads(line)
+        record = json.loads(line, strict=False)  # raw control characters in strings: mended, not a lost ad
     except json.JSONDecodeError as err:
         report.problem(path, line_no, REJECTED, "malformed JSON", f"{err.msg} at column {err.colno}")
         return None
@@ -292,15 +299,37 @@ def _parse_json(line: str, path: Path, line_no: int, report: ReadReport) -> Opti
 def ad_from_record(record: dict, ad_format: AdFormat, path: Path, line_no: int, default_source: str,
                    report: ReadReport) -> Optional[JobAd]:
     """One record (a JSON Lines object, a Parquet row) as an ad by the readers' shared rules: without usable text
-    it is rejected (``None``, counted in ``report``), without an id it gets ``file:line`` as id."""
-    text = _text_of(record, ad_format.text_field, path, line_no, report)
+    it is rejected (``None``, counted in ``report``), without an id it gets ``file:line`` as id; its fields are
+    mended (``repair_text``) and the repairs counted once the ad is kept."""
+    repairs = Repairs()
+    text = _text_of(record, ad_format.text_field, path, line_no, report, repairs)
     if text is None:
         return None
-    return JobAd(_id_of(record, ad_format.id_field, path, line_no, report), text,
-                 _source_of(record, ad_format.source_field, default_source))
+    ad_id = _id_of(record, ad_format.id_field, path, line_no, report, repairs)
+    source = _source_of(record, ad_format.source_field, default_source, repairs)
+    repairs.count(path, line_no, report)
+    return JobAd(ad_id, text, source, str(path), line_no)
 
 
-def _text_of(record: dict, key: str, path: Path, line_no: int, report: ReadReport) -> Optional[str]:
+class Repairs:
+    """The fields of one line ``repair_text`` mended, by reason: counted once per reason if the line gives an ad."""
+
+    def __init__(self) -> None:
+        self.fields: Dict[str, List[str]] = {}
+
+    def __call__(self, value: str, field_name: str) -> str:
+        text, reasons = repair_text(value)
+        for reason in reasons:
+            self.fields.setdefault(reason, []).append(field_name)
+        return text
+
+    def count(self, path: PathLike, line_no: int, report: ReadReport) -> None:
+        for reason, names in self.fields.items():
+            report.problem(path, line_no, REPAIRED, reason, "in " + ", ".join(f"'{name}'" for name in names))
+
+
+def _text_of(record: dict, key: str, path: Path, line_no: int, report: ReadReport,
+             repairs: Repairs) -> Optional[str]:
     if key not in record:
         report.problem(path, line_no, REJECTED, f"missing text field '{key}'",
                        "set --text-field to the field that holds the ad")
@@ -309,31 +338,42 @@ def _text_of(record: dict, key: str, path: Path, line_no: int, report: ReadRepor
     if not isinstance(text, str):
         report.problem(path, line_no, REJECTED, f"text field '{key}' is not a string", type(text).__name__)
         return None
+    text = repairs(text, key)
     if not text.strip():
         report.problem(path, line_no, REJECTED, f"empty text field '{key}'")
         return None
     return text
 
 
-def _id_of(record: dict, key: str, path: Path, line_no: int, report: ReadReport) -> str:
+def _id_of(record: dict, key: str, path: Path, line_no: int, report: ReadReport, repairs: Repairs) -> str:
     ad_id = record.get(key)
-    if isinstance(ad_id, (str, int)) and not isinstance(ad_id, bool) and str(ad_id).strip():
-        return str(ad_id).strip()
-    fallback = f"{path.name}:{line_no}"
+    if isinstance(ad_id, (str, int)) and not isinstance(ad_id, bool):
+        ad_id = repairs(str(ad_id), key).strip()
+        if ad_id:
+            return ad_id
+    fallback = _file_id(path, line_no)
     report.problem(path, line_no, REPAIRED, f"missing id field '{key}'", f"used '{fallback}'")
     return fallback
 
 
-def _source_of(record: dict, key: str, default: str) -> str:
+def _file_id(path: Path, line_no: Optional[int] = None) -> str:
+    """``file:line`` (or the file's name) as an ad's id; mended, as a file name may hold undecodable bytes."""
+    return repair_text(path.name if line_no is None else f"{path.name}:{line_no}").text
+
+
+def _source_of(record: dict, key: str, default: str, repairs: Repairs) -> str:
     source = record.get(key)
-    return source.strip() if isinstance(source, str) and source.strip() else default
+    source = repairs(source, key).strip() if isinstance(source, str) else ""
+    return source or default
 
 
 def _line_ads(file: InputFile, report: ReadReport) -> Iterator[JobAd]:
     """One ad per non-blank line; its id is ``file:line``."""
     for line_no, raw in _raw_lines(file, report):
         text = _decode(raw, file.path, line_no, report).rstrip("\r\n")
-        yield JobAd(f"{file.path.name}:{line_no}", text, file.default_source)
+        ad = _text_file_ad(file, text, line_no, report)
+        if ad is not None:
+            yield ad
 
 
 def _whole_file_ad(file: InputFile, report: ReadReport) -> Iterator[JobAd]:
@@ -348,4 +388,18 @@ def _whole_file_ad(file: InputFile, report: ReadReport) -> Iterator[JobAd]:
     if not data.strip():
         report.problem(file.path, 0, FILE_ERROR, "empty file", "no ads in it")
         return
-    yield JobAd(file.path.name, _decode(data, file.path, 1, report), file.default_source)
+    ad = _text_file_ad(file, _decode(data, file.path, 1, report), 0, report)
+    if ad is not None:
+        yield ad
+
+
+def _text_file_ad(file: InputFile, text: str, line_no: int, report: ReadReport) -> Optional[JobAd]:
+    """The ad of a text file (``line_no`` 0: the whole file) by the rules of a JSON Lines one: mended, rejected
+    when nothing is left."""
+    repairs = Repairs()
+    text = repairs(text, "text")
+    if not text.strip():
+        report.problem(file.path, line_no, REJECTED, "no text once mended", "only control characters")
+        return None
+    repairs.count(file.path, line_no, report)
+    return JobAd(_file_id(file.path, line_no or None), text, file.default_source, str(file.path), line_no)

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, Mapping, Tuple
 
+from pipeline.io.failures import FailedAd
 from pipeline.io.jobads import ReadReport
 
 CSV_COLUMNS = ("ad_id", "uri", "label", "score", "explicit", "probability", "evidence")
@@ -27,9 +28,13 @@ def csv_rows(record: Dict[str, Any], ranking: bool = False) -> Iterator[Tuple[st
 
 @dataclass
 class ExtractSummary:
-    """What one run did: ads written, and every ad or line that was skipped, repaired, truncated or flagged."""
+    """What one run did: ads written, and every ad or line that was skipped, repaired, failed, truncated or flagged.
+
+    Ads in = ``n_ads`` (written) + ``n_failed`` (their processing raised; ``io.failures``); lines read = ads in +
+    ``n_skipped`` (the reader's rejects)."""
 
     n_ads: int = 0
+    n_failed: int = 0
     n_skipped: int = 0
     n_repaired: int = 0
     n_file_errors: int = 0
@@ -39,6 +44,7 @@ class ExtractSummary:
     skipped: Dict[str, int] = field(default_factory=dict)
     repaired: Dict[str, int] = field(default_factory=dict)
     file_errors: Dict[str, int] = field(default_factory=dict)
+    failed: Dict[str, int] = field(default_factory=dict)  # failed ads by the error's class
     no_skill_sentences: Dict[str, int] = field(default_factory=dict)  # sentences with an empty set, by reason
 
     def add_record(self, record: Dict[str, Any]) -> None:
@@ -50,6 +56,10 @@ class ExtractSummary:
             reason = sentence.get("no_skill_reason")
             if reason:
                 self.no_skill_sentences[reason] = self.no_skill_sentences.get(reason, 0) + 1
+
+    def add_failed(self, failed: FailedAd) -> None:
+        self.n_failed += 1
+        self.failed[failed.error] = self.failed.get(failed.error, 0) + 1
 
     def add_report(self, report: ReadReport) -> None:
         """The reader's counts by reason (rejected lines are the skipped ones)."""
@@ -67,10 +77,12 @@ class ExtractSummary:
 
     def describe(self) -> str:
         """One line with every count, for a log or the terminal."""
-        return (f"{self.n_ads:,} ad(s), {self.n_with_skills:,} with skills; {self.n_skipped:,} line(s) skipped, "
-                f"{self.n_repaired:,} repaired, {self.n_file_errors:,} file error(s); {self.n_non_english:,} not "
-                f"English; {self.n_truncated:,} truncated; {sum(self.no_skill_sentences.values()):,} sentence(s) "
-                "asking for no skill")
+        failed = "; ".join(f"{n:,} × {error}" for error, n in Counter(self.failed).most_common())
+        return (f"{self.n_ads + self.n_failed:,} ad(s) in = {self.n_ads:,} written + {self.n_failed:,} failed"
+                f"{f' ({failed})' if failed else ''}; {self.n_with_skills:,} with skills; {self.n_skipped:,} line(s) "
+                f"skipped, {self.n_repaired:,} repaired, {self.n_file_errors:,} file error(s); "
+                f"{self.n_non_english:,} not English; {self.n_truncated:,} truncated; "
+                f"{sum(self.no_skill_sentences.values()):,} sentence(s) asking for no skill")
 
 
 def merge_summaries(parts: Iterable[Dict[str, Any]]) -> ExtractSummary:

@@ -5,10 +5,11 @@ Three Ray Data stages, one module each, and the run that wires them:
 - ``read``: one read task per input file (JSON Lines, text, Parquet) by the single engine's reading rules; every
   ad gets ``seq``, its position in its file, and the file's read report follows its last ad.
 - ``actor``: an actor pool (``num_workers`` ``PipelineActor``s), each loading the pipeline once and handing on
-  the records of its batches already in the output's shape; a killed actor is restarted and its batch retried.
+  the records of its batches already in the output's shape; a killed actor is restarted and its batch retried,
+  an ad that raises fails alone (a "failed" row, never retried).
 - ``sink``: Parquet parts (ads, skills) per input, written atomically into ``_staging/`` by Arrow alone.
-- ``output``: the output folder (``ads/``, ``skills/``, ``done/``, ``summary.json``, ``run.json``): staged parts
-  checked (nothing lost, nothing twice) and committed, a rerun resumed.
+- ``output``: the output folder (``ads/``, ``skills/``, ``failed/``, ``done/``, ``summary.json``, ``run.json``):
+  staged parts checked (nothing lost, nothing twice) and committed, a rerun resumed.
 - ``engine``: ``RaySettings``, the Ray session, Ray Data's settings for a run, ``extract_ray`` and
   ``run_ray_command`` (the CLI's ``extract --engine ray``).
 

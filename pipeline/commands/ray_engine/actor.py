@@ -1,10 +1,15 @@
 """The extract stage: the Ray actors that hold a loaded pipeline and turn read rows into output-shaped rows.
 
 ``map_batches`` runs an actor pool of ``num_workers`` ``PipelineActor``s: each loads the pipeline once and turns
-ads into records with ``extract.pipe_records`` (so rows follow ``doc_to_record``), handed on already in the
-output's shape (``result_columns``, ``RESULT_SCHEMA``): typed fields, the other fields as JSON, the ad's skill
-rows and its share of the summary. The actors, not the one writer, do the per-ad work, in parallel with each
-other, and the writer only sorts, flattens and writes Arrow data: it parses no JSON of the records.
+ads into records with ``doc_to_record`` (the single engine's), handed on already in the output's shape
+(``result_columns``, ``RESULT_SCHEMA``): typed fields, the other fields as JSON, the ad's skill rows and its share
+of the summary. The actors, not the one writer, do the per-ad work, in parallel with each other, and the writer
+only sorts, flattens and writes Arrow data: it parses no JSON of the records.
+
+An ad whose processing raises fails alone (``isolation.pipe_isolated``: its batch is run again ad by ad): it
+becomes a "failed" row (``failed_columns``) that is written and counted once, and the batch returns normally, so
+Ray never retries a poison ad into a failed run. Only ``fail_fast`` lets the exception out (Ray then retries the
+batch, up to ``max_restarts`` times, and fails the run).
 
 ``TimedPipelineActor`` (``extract --timeline``, the bench's Ray rows) also logs its load and batches, and
 ``timeline_stats`` says where a run's time went.
@@ -21,7 +26,8 @@ from typing import Any, Dict, Optional
 
 import pyarrow as pa
 
-from pipeline.commands.ray_engine.read import AD, PathLike
+from pipeline.commands.ray_engine.read import AD, FAILED, PathLike
+from pipeline.io.failures import FailedAd
 from pipeline.io.jobads import JobAd
 from pipeline.io.records import CSV_COLUMNS, ExtractSummary, csv_rows
 
@@ -34,6 +40,7 @@ RESULT_SCHEMA = pa.schema([("input", pa.string()), ("seq", pa.int64()), ("kind",
                            ("report", pa.string()), *AD_TYPES.items(),
                            ("fields", pa.map_(pa.string(), pa.string())),  # the record's other fields → JSON
                            ("skill_rows", pa.list_(SKILL_ROW)),  # the skills table's rows of the ad
+                           ("failure", pa.string()),  # a failed ad's FailedAd, as JSON
                            ("summary", pa.string())])  # ExtractSummary of the ad alone, as JSON
 
 
@@ -43,22 +50,46 @@ class PipelineActor:
     The model's stack (spaCy, torch) is imported here, in the actor, not by this module: Ray's read and write
     tasks import the package too and need none of it."""
 
-    def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32):
+    def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32,
+                 fail_fast: bool = False):
         from pipeline.components.pipes import load_pipeline
 
         self.nlp = load_pipeline(model, config=config or {})
         self.batch_size = batch_size
+        self.fail_fast = fail_fast
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from pipeline.commands.extract import per_ad_warnings_silenced, pipe_records
+        from pipeline.commands.extract import per_ad_warnings_silenced
+        from pipeline.commands.isolation import pipe_isolated
 
         rows = batch.to_pylist()
-        ads = [JobAd(row["id"], row["text"], row["source"]) for row in rows if row["kind"] == AD]
+        ads = [JobAd(row["id"], row["text"], row["source"], row["file"], row["line"])
+               for row in rows if row["kind"] == AD]
         with per_ad_warnings_silenced():
-            records = iter(list(pipe_records(self.nlp, ads, batch_size=self.batch_size)))
+            outcomes = iter(list(pipe_isolated(self.nlp, ads, _ad_columns, batch_size=self.batch_size,
+                                               fail_fast=self.fail_fast)))
         out = [{"input": row["input"], "seq": row["seq"], "kind": row["kind"], "report": row["report"],
-                **(result_columns(next(records)) if row["kind"] == AD else {})} for row in rows]
+                **(_outcome_columns(next(outcomes)) if row["kind"] == AD else {})} for row in rows]
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
+
+
+def _ad_columns(doc: Any, ad: JobAd) -> Dict[str, Any]:
+    from pipeline.commands.extract import doc_to_record
+
+    return result_columns(doc_to_record(doc, ad.id))
+
+
+def _outcome_columns(outcome: Any) -> Dict[str, Any]:
+    """An ``AdOutcome``'s columns: the ad's result, or a "failed" row."""
+    return outcome.result if outcome.failure is None else failed_columns(outcome.failure)
+
+
+def failed_columns(failure: FailedAd) -> Dict[str, Any]:
+    """A failed ad as an actor hands it to the writer: kind "failed", the failure, and its share of the summary."""
+    summary = ExtractSummary()
+    summary.add_failed(failure)
+    return {"kind": FAILED, "failure": json.dumps(failure.to_dict(), ensure_ascii=False),
+            "summary": json.dumps(dataclasses.asdict(summary))}
 
 
 def result_columns(record: Dict[str, Any]) -> Dict[str, Any]:
@@ -87,10 +118,10 @@ class TimedPipelineActor(PipelineActor):
     (``extract --timeline``, the bench's Ray rows): where a Ray run's time goes (``timeline_stats``). Every actor
     writes the same path, so on a cluster it must be on a shared filesystem."""
 
-    def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32, *,
-                 timeline: str):
+    def __init__(self, model: str, config: Optional[Dict[str, Any]] = None, batch_size: int = 32,
+                 fail_fast: bool = False, *, timeline: str):
         started = time.time()
-        super().__init__(model, config, batch_size)
+        super().__init__(model, config, batch_size, fail_fast)
         self.timeline = timeline
         self._record("load", started)
 

@@ -128,9 +128,11 @@ class RayRunResult:
     def describe(self) -> str:
         s = self.summary
         reasons = "; ".join(f"{n:,} × {r}" for r, n in Counter(s["rejected_by_reason"]).most_common())
+        errors = "; ".join(f"{n:,} × {e}" for e, n in Counter(s["failed_by_error"]).most_common())
         timing = (f"; {self.timing['start-up s']:.1f} s to the first batch, {self.timing['tail s']:.1f} s after the "
                   f"last, actors busy {self.timing['actor busy share']:.0%} in between" if self.timing else "")
-        return (f"{s['ads_in']:,} ad(s) in = {s['ads_out']:,} written + {s['rejected']:,} rejected"
+        return (f"{s['ads_in']:,} ad(s) in = {s['ads_out']:,} written + {s['failed']:,} failed"
+                f"{f' ({errors}; listed in failed/)' if errors else ''} + {s['rejected']:,} rejected"
                 f"{f' ({reasons})' if reasons else ''}; this run: {len(self.extracted)} input(s), "
                 f"{self.ads_extracted:,} ad(s) extracted; {len(self.skipped)} input(s) already done{timing}")
 
@@ -147,13 +149,15 @@ def extract_ray(
     config: Optional[Dict[str, Any]] = None,
     actor: type = PipelineActor,
     actor_options: Optional[Dict[str, Any]] = None,
+    fail_fast: bool = False,
 ) -> RayRunResult:
     """Extract every ad of ``inputs`` into the Parquet folder ``output`` on Ray Data (the package's docstring).
 
     ``model`` must be readable by every Ray node (a shared folder or an installed package name), and so must the
     inputs and ``output`` on a cluster. ``config`` overrides the pipeline's config in every actor (e.g.
     ``backend_override("onnx-int8")``); ``actor`` is the class the pool runs (a subclass can add behaviour) and
-    ``actor_options`` its constructor's further keyword arguments.
+    ``actor_options`` its constructor's further keyword arguments. An ad whose processing raises is listed in
+    ``failed/`` and counted (``actor``); ``fail_fast`` lets its exception fail the run instead.
     """
     import_ray()  # before anything is written
     ad_format = AdFormat(text_field=text_field, id_field=id_field, one_per_line=lines)
@@ -175,7 +179,7 @@ def extract_ray(
                 warnings.simplefilter("ignore", DeprecationWarning)
                 ds = ds.map_batches(actor, fn_constructor_kwargs={"model": str(model), "config": config,
                                                                   "batch_size": settings.batch_size,
-                                                                  **(actor_options or {})},
+                                                                  "fail_fast": fail_fast, **(actor_options or {})},
                                     batch_size=settings.batch_size, batch_format="pyarrow",
                                     compute=ray.data.ActorPoolStrategy(
                                         size=settings.num_workers,
@@ -196,7 +200,7 @@ def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optiona
                     single_only: Dict[str, Any], num_workers: int, batch_size: int, address: Optional[str],
                     cpus_per_worker: int = 1, config: Optional[Dict[str, Any]] = None,
                     text_field: str = TEXT_FIELD, id_field: str = ID_FIELD, lines: bool = False,
-                    timeline: Optional[PathLike] = None) -> RayRunResult:
+                    timeline: Optional[PathLike] = None, fail_fast: bool = False) -> RayRunResult:
     """``extract --engine ray``: refuse what only the single engine does (``single_only``: option → value given),
     then ``extract_ray``. With ``timeline``, the actors log their load and batches there (a path every node can
     write: on a cluster, a shared folder) and the result says where the run's time went."""
@@ -214,7 +218,7 @@ def run_ray_command(model: PathLike, inputs: Sequence[PathLike], output: Optiona
     timed = {"actor": TimedPipelineActor, "actor_options": {"timeline": str(timeline)}} if timeline else {}
     start = time.time()
     result = extract_ray(model, inputs, output, settings=settings, text_field=text_field, id_field=id_field,
-                         lines=lines, config=config, **timed)
+                         lines=lines, config=config, fail_fast=fail_fast, **timed)
     if timeline and Path(timeline).exists():  # absent when every input was already done
         result.timing = timeline_stats(timeline, start, time.time())
     return result

@@ -2,8 +2,8 @@
 
 JSON Lines and text files are read by the project's one job-ad reader (``pipeline.io.jobads``); Parquet by the
 same field and rejection rules, so that a bad line is counted by the same reason as in the single-process engine.
-Every ad gets ``seq``, its position among the ads of its file; the file's ``ReadReport`` follows its last ad as
-one "report" row (``READ_SCHEMA``).
+Every ad gets ``seq``, its position among the ads of its file, and keeps its ``file`` and ``line`` (a failed ad is
+listed by them); the file's ``ReadReport`` follows its last ad as one "report" row (``READ_SCHEMA``).
 
 Ray is imported only inside ``datasource``: the rest runs (and is tested) without it.
 """
@@ -28,9 +28,11 @@ from pipeline.io.jobads import (FILE_ERROR, AdFormat, InputFile, JobAd, ReadRepo
 
 PathLike = Union[str, Path]
 PARQUET_SUFFIX = ".parquet"
-AD, REPORT = "ad", "report"  # the ``kind`` of a row between the stages: one ad, or one file's read report
+# The ``kind`` of a row between the stages: one ad, one file's read report, or (from the actors on) an ad that failed
+AD, REPORT, FAILED = "ad", "report", "failed"
 READ_SCHEMA = pa.schema([("input", pa.string()), ("seq", pa.int64()), ("kind", pa.string()), ("id", pa.string()),
-                         ("text", pa.string()), ("source", pa.string()), ("report", pa.string())])
+                         ("text", pa.string()), ("source", pa.string()), ("file", pa.string()), ("line", pa.int64()),
+                         ("report", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,12 @@ def read_blocks(spec: InputSpec, ad_format: AdFormat, block_ads: int, staged: Se
             if seq in staged:
                 continue
             rows.append({"input": spec.key, "seq": seq, "kind": AD, "id": ad.id, "text": ad.text,
-                         "source": ad.source, "report": None})
+                         "source": ad.source, "file": ad.file, "line": ad.line, "report": None})
             if len(rows) >= block_ads:
                 yield pa.Table.from_pylist(rows, schema=READ_SCHEMA)
                 rows = []
     rows.append({"input": spec.key, "seq": -1, "kind": REPORT, "id": None, "text": None, "source": None,
-                 "report": json.dumps(report.file(spec.path).to_dict())})
+                 "file": None, "line": None, "report": json.dumps(report.file(spec.path).to_dict())})
     yield pa.Table.from_pylist(rows, schema=READ_SCHEMA)
 
 

@@ -3,7 +3,8 @@
 Per input file, parts are named by the ``seq`` range they hold and written by Arrow alone (sort, flatten,
 write). Every file is written under a temporary name and renamed (``write_atomic``), so a killed writer leaves
 no half file under a final name; ``output.OutputFolder`` checks the staged parts and moves them into place when
-the run ends.
+the run ends. A part's ads that failed (``actor.failed_columns``) go to its ``failed/`` file, one JSON object a
+line (``input``, ``seq`` and the ``FailedAd``); the part's summary, written last, marks the part as written.
 
 The ads table has ``input``, ``seq`` and every field of the record: ``id``, ``is_english``, ``truncated_chars``
 as typed columns (``AD_TYPES``), the others (``skills``, ``ranking``, ``sentences``) as JSON strings in
@@ -28,11 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.commands.ray_engine.actor import AD_TYPES
-from pipeline.commands.ray_engine.read import AD, PARQUET_SUFFIX, REPORT
+from pipeline.commands.ray_engine.read import AD, FAILED, PARQUET_SUFFIX, REPORT
 from pipeline.io.records import merge_summaries
 
 # The output folder's names (the ``output`` module's layout); parts of a run are staged under the same names.
-ADS, SKILLS, DONE, STAGING = "ads", "skills", "done", "_staging"
+ADS, SKILLS, FAILED_ADS, DONE, STAGING = "ads", "skills", "failed", "done", "_staging"
+FAILED_SUFFIX = ".jsonl"
 REPORTS, PART_SUMMARIES = "reports", "summaries"
 TMP_PREFIX = ".tmp-"
 
@@ -65,27 +67,39 @@ def skills_table(rows: pa.Table) -> pa.Table:
     return pa.Table.from_struct_array(pc.list_flatten(rows.column("skill_rows")))
 
 
+def failed_lines(rows: pa.Table) -> str:
+    """The failed rows of a part as JSON Lines: ``input``, ``seq``, then the ``FailedAd``'s fields."""
+    return "".join(json.dumps({"input": row["input"], "seq": row["seq"], **json.loads(row["failure"])},
+                              ensure_ascii=False) + "\n"
+                   for row in rows.select(["input", "seq", "failure"]).to_pylist())
+
+
 def write_part(staging: Path, key: str, rows: pa.Table) -> int:
-    """One part of one input (its ad rows of ``RESULT_SCHEMA``): skills, then the part's summary, then the ads file
-    last — the ads file is what marks the part as written (``OutputFolder.staged_seqs``)."""
+    """One part of one input (its ad and failed rows of ``RESULT_SCHEMA``): the failed ads, skills and ads (each
+    only if the part has such rows), then the part's summary last — the summary is what marks the part as written
+    (``OutputFolder.staged_seqs``)."""
     rows = rows.sort_by("seq")
     seqs = rows.column("seq")
     name = f"part-{seqs[0].as_py():010d}-{seqs[-1].as_py():010d}"
     summary = merge_summaries(json.loads(text) for text in rows.column("summary").to_pylist())
-    write_atomic(staging / SKILLS / key / f"{name}{PARQUET_SUFFIX}",
-                 functools.partial(pq.write_table, skills_table(rows)))
+    failed, ads = (rows.filter(pc.equal(rows.column("kind"), kind)) for kind in (FAILED, AD))
+    if failed.num_rows:
+        write_text_atomic(staging / FAILED_ADS / key / f"{name}{FAILED_SUFFIX}", failed_lines(failed))
+    if ads.num_rows:
+        write_atomic(staging / SKILLS / key / f"{name}{PARQUET_SUFFIX}",
+                     functools.partial(pq.write_table, skills_table(ads)))
+        write_atomic(staging / ADS / key / f"{name}{PARQUET_SUFFIX}", functools.partial(pq.write_table, ads_table(ads)))
     write_text_atomic(staging / PART_SUMMARIES / key / f"{name}.json", json.dumps(dataclasses.asdict(summary)))
-    write_atomic(staging / ADS / key / f"{name}{PARQUET_SUFFIX}", functools.partial(pq.write_table, ads_table(rows)))
     return rows.num_rows
 
 
 def datasink(staging: Path, min_rows: int):
-    """A Ray Data datasink writing the actors' rows into ``staging``; its ``written`` is the ads written."""
+    """A Ray Data datasink writing the actors' rows into ``staging``; its ``written`` is the ads written or failed."""
     from ray.data.block import BlockAccessor
     from ray.data.datasource import Datasink
 
     class ParquetSink(Datasink):
-        """Write tasks: ad rows grouped by input into parts, report rows into ``reports/<input>.json``."""
+        """Write tasks: ad and failed rows grouped by input into parts, report rows into ``reports/<input>.json``."""
 
         written = 0
 
@@ -103,7 +117,7 @@ def datasink(staging: Path, min_rows: int):
             table = pa.concat_tables(tables)
             for row in table.filter(pc.equal(table.column("kind"), REPORT)).select(["input", "report"]).to_pylist():
                 write_text_atomic(staging / REPORTS / f"{row['input']}.json", row["report"])
-            ads = table.filter(pc.equal(table.column("kind"), AD))
+            ads = table.filter(pc.is_in(table.column("kind"), pa.array([AD, FAILED])))
             return sum(write_part(staging, key, ads.filter(pc.equal(ads.column("input"), key)))
                        for key in pc.unique(ads.column("input")).to_pylist())
 
