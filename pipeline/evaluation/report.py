@@ -71,7 +71,8 @@ def evaluate_files(
     corpus_dir: Optional[Union[str, Path]] = None, dev_signals: bool = False,
 ) -> Dict[str, Dict[str, float]]:
     """{file: {metric: value}} for benchmark CSVs and span JSONL files, recognised by content, the pools of two
-    benchmark files or more (``pooled_columns``), and with ``dev_signals`` the masked-mention (needs ``corpus_dir``) and ESCO paraphrase signals as extra columns.
+    benchmark files or more (``pooled_columns``), and with ``dev_signals`` the masked-mention (needs
+    ``corpus_dir``) and ESCO paraphrase signals as extra columns.
 
     Unknown benchmark labels are counted in ``n_unknown_labels`` and named in a ``UserWarning``.
     """
