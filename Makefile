@@ -6,7 +6,12 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 ESCO ?= $(SHARED)/esco/v1.1.1
 JOBADS ?= $(SHARED)/jobads/nhs_jobs_2020.jsonl.gz $(SHARED)/jobads/tech_and_general_jobs.jsonl.gz
-BENCHMARK ?= $(SHARED)/benchmark/tech_validation_annotations.csv $(SHARED)/benchmark/house_validation_annotations.csv
+# The benchmark's validation files and the dev halves of its test splits (issue #20): every benchmark file is
+# a --validation file of train / calibrate / ablation and a column of evaluate (numbers on them are dev numbers).
+VALIDATION ?= $(SHARED)/benchmark/tech_validation_annotations.csv $(SHARED)/benchmark/house_validation_annotations.csv
+DEV ?= $(SHARED)/benchmark/tech_dev_annotations.csv $(SHARED)/benchmark/house_dev_annotations.csv \
+	$(SHARED)/benchmark/techwolf_dev_annotations.csv
+BENCHMARK ?= $(VALIDATION) $(DEV)
 SPANS ?= $(SHARED)/spans/skillspan/dev.json $(SHARED)/spans/green/dev.json
 BUILD ?= build
 CORPUS_DIR ?= $(BUILD)/corpus
@@ -18,6 +23,9 @@ METRICS ?= $(BUILD)/metrics.json
 SAMPLE ?= corpora/fixtures/sample_job_ad.html
 LIMIT ?=
 MODELS ?= $(MODEL_DIR)
+A ?=
+B ?=
+COMPARE_METRIC ?= rp@5
 TEST_ARGS ?=
 TEST_MARK ?= -m "not slow"
 OUT ?= $(BUILD)/extract-ray
@@ -27,7 +35,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast test-all corpus train evaluate bench package ablation assemble clean
+.PHONY: install run test test-fast test-all corpus train evaluate compare bench package ablation assemble clean
 
 install: $(VENV)/.installed
 
@@ -62,9 +70,11 @@ test-all: install
 corpus: install
 	$(BIN)/python -m pipeline corpus $(JOBADS) --esco $(ESCO) --output $(CORPUS_DIR) $(if $(LIMIT),--limit $(LIMIT))
 
+VALIDATION_ARGS = $(foreach f,$(BENCHMARK),--validation $(f))
+
 train: install
 	$(BIN)/python -m pipeline train $(CONFIG) --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(MODEL_DIR) \
-		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK))
+		$(VALIDATION_ARGS)
 
 # Fit MODEL_DIR's decider (gate from CORPUS_DIR, decisions and thresholds from BENCHMARK) and write it into
 # MODEL_DIR; also the reliability diagram and the set size per ad over the first ADS ads of JOBADS (ADS=0: skip).
@@ -73,12 +83,19 @@ ADS ?= 1000
 RELIABILITY ?= docs/reliability.svg
 calibrate: install
 	$(BIN)/python -m pipeline calibrate $(MODEL_DIR) --corpus $(CORPUS_DIR) \
-		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK)) --reliability $(RELIABILITY) \
+		$(VALIDATION_ARGS) --reliability $(RELIABILITY) \
 		$(foreach f,$(JOBADS),--jobads $(f)) --ads $(ADS)
 
 evaluate: install
 	$(BIN)/python -m pipeline evaluate $(MODELS) $(BENCHMARK) $(SPANS) --output $(METRICS) \
 		$(if $(wildcard $(CORPUS_DIR)/manifest.json),--corpus $(CORPUS_DIR))
+
+# B against A on BENCHMARK (A, B: space-separated pipeline folders, one per seed): mean ± sd over seeds, B − A
+# with a paired bootstrap 95 % interval over sentences, per file and pooled; all of it in $(BUILD)/compare.json.
+compare: install
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A='model-seed0 model-seed1' B='...'"; exit 2; }
+	$(BIN)/python -m pipeline compare $(foreach m,$(A),--a $(m)) $(foreach m,$(B),--b $(m)) $(BENCHMARK) \
+		--metric $(COMPARE_METRIC) --output $(BUILD)/compare.json
 
 # BENCH_ARGS: more bench options, e.g. the engines alone on more ads (Ray's fixed start-up weighs on short runs):
 # BENCH_ARGS="--only-engines --ads 2000 --batch-size 32 --ray-workers 2"
@@ -98,7 +115,7 @@ package: install
 
 ablation: install
 	$(BIN)/python -m pipeline ablation configs --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(BUILD)/ablation \
-		--validation $(word 1,$(BENCHMARK)) --validation $(word 2,$(BENCHMARK))
+		$(VALIDATION_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(DIST_DIR)

@@ -9,16 +9,27 @@ import pipeline.evaluation.benchmark as benchmark
 import pipeline.training.ablation as ablation
 import pipeline.training.trainer as trainer
 from pipeline.commands.cli import app
-from pipeline.evaluation.benchmark import BenchmarkResult
-from pipeline.evaluation.validation import validation_names, validation_scores
+from pipeline.evaluation.benchmark import BenchmarkResult, RankedSentences, ranking_metrics
+from pipeline.evaluation.validation import SELECTION_METRIC, benchmark_pools, validation_names, validation_scores
 
 from conftest import ROOT
 
 
+SHIPPED = ("tech_validation", "house_validation", "tech_dev", "house_dev", "techwolf_dev")
+
+
 def test_shipped_benchmark_files_keep_their_short_names(shared_path):
-    files = [shared_path / "benchmark" / "tech_validation_annotations.csv",
-             shared_path / "benchmark" / "house_validation_annotations.csv"]
-    assert list(validation_names(files).values()) == ["tech", "house"]
+    files = [shared_path / "benchmark" / f"{name}_annotations.csv" for name in SHIPPED]
+    assert list(validation_names(files).values()) == ["tech", "house", "tech_dev", "house_dev", "techwolf_dev"]
+
+
+def test_files_are_pooled_by_the_group_their_name_says(shared_path):
+    files = [str(shared_path / "benchmark" / f"{name}_annotations.csv") for name in SHIPPED] + ["x/extra.csv"]
+    pools = benchmark_pools(files)
+    assert list(pools) == ["pooled_dev", "pooled_validation", "pooled"]  # the order evaluate prints them in
+    assert pools["pooled_dev"] == files[2:5] and pools["pooled_validation"] == files[:2]
+    assert pools["pooled"] == files  # a file of neither group counts in the pool of all only
+    assert benchmark_pools([]) == {}
 
 
 def test_files_with_the_same_stem_get_distinct_names(tmp_path):
@@ -32,22 +43,29 @@ def test_files_with_the_same_stem_get_distinct_names(tmp_path):
 
 @pytest.fixture
 def fake_benchmark(monkeypatch):
-    """evaluate_benchmark that scores each file by its folder (a → 0.2, b → 0.6), without a pipeline."""
-    scores = {"a": 0.2, "b": 0.6}
+    """evaluate_benchmark without a pipeline: each file's sentences rank their one gold skill at the ranks its
+    folder lists (None: not ranked). a: RP@5 0.2 on 5 sentences; b: RP@5 0.6, RP@10 0.7 on 10."""
+    ranks = {"a": [1, None, None, None, None], "b": [1, 1, 1, 1, 1, 1, 7, None, None, None]}
 
     def evaluate(nlp, path):
-        value = scores[path.split("/")[-2]]
-        return BenchmarkResult({"rp@5": value, "rp@10": value + 0.1, "mrr": value + 0.2, "n_sentences": 3.0})
+        folder = path.split("/")[-2]
+        rankings = [[f"other {i}" for i in range(1, rank)] + ["gold"] if rank else [] for rank in ranks[folder]]
+        ranked = RankedSentences([f"s{i}" for i in range(len(rankings))], rankings, [{"gold"}] * len(rankings))
+        return BenchmarkResult(ranking_metrics(ranked.rankings, ranked.golds), ranked=ranked)
 
     monkeypatch.setattr(benchmark, "evaluate_benchmark", evaluate)
-    return scores
+    return ranks
 
 
-def test_validation_scores_keep_every_file(tmp_path, fake_benchmark):
+def test_validation_scores_keep_every_file_and_pool_their_sentences(tmp_path, fake_benchmark):
     files = [str(tmp_path / "a" / "dev.csv"), str(tmp_path / "b" / "dev.csv")]
     out = validation_scores(None, files)
-    assert out["a/dev/rp@5"] == 0.2 and out["b/dev/rp@5"] == 0.6 and out["b/dev/mrr"] == pytest.approx(0.8)
-    assert out["rp@5"] == pytest.approx(0.4)  # the mean over both files, not the last one twice
+    assert out["a/dev/rp@5"] == 0.2 and out["b/dev/rp@5"] == 0.6 and out["b/dev/rp@10"] == pytest.approx(0.7)
+    assert out["b/dev/mrr"] == pytest.approx((6 + 1 / 7) / 10)
+    # Pooled: every sentence weighs the same, so the 10-sentence file counts twice as much as the 5-sentence one.
+    assert out[SELECTION_METRIC] == out["pooled/rp@5"] == pytest.approx(7 / 15)
+    assert out["pooled/mrr"] == pytest.approx((1 + 6 + 1 / 7) / 15)
+    assert not any(key.startswith(("pooled_dev", "pooled_validation")) for key in out)  # neither group's name
 
 
 def test_ablation_returns_the_table_and_does_not_print(tmp_path, monkeypatch, capsys, fake_benchmark):
@@ -61,8 +79,8 @@ def test_ablation_returns_the_table_and_does_not_print(tmp_path, monkeypatch, ca
     table = ablation.run_ablation(ROOT / "configs", tmp_path, tmp_path, tmp_path / "out", validation=files,
                                   names=("in_batch", "random"))
     assert capsys.readouterr().out == ""
-    assert "a/dev RP@5" in table and "b/dev RP@5" in table
-    assert "| random | 20.0 / 30.0 / 40.0 | 60.0 / 70.0 / 80.0 |" in table
+    assert "a/dev RP@5" in table and "b/dev RP@5" in table and "pooled RP@5" in table
+    assert "| random | 20.0 / 20.0 / 20.0 | 60.0 / 70.0 / 61.4 | 46.7 / 53.3 / 47.6 |" in table
     assert (tmp_path / "out" / "ablation.md").read_text().strip() == table
     assert set(json.loads((tmp_path / "out" / "ablation.json").read_text())) == {"untrained", "in_batch", "random"}
 

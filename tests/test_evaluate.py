@@ -243,6 +243,26 @@ def test_matcher_on_tech_validation(matcher_nlp, shared_path, uri_of):
     assert metrics["recall@5/literal"] > 0.5 and metrics["recall@5/implied"] < 0.1
 
 
+def test_evaluate_pools_the_dev_and_validation_files_sentence_by_sentence(matcher_nlp, shared_path):
+    files = [shared_path / TECH_VALIDATION, shared_path / "benchmark/techwolf_dev_annotations.csv",
+             shared_path / "benchmark/house_dev_annotations.csv"]
+    metrics = evaluate_files(matcher_nlp, files)
+    tech, techwolf, house = (metrics[str(path)] for path in files)
+    assert list(metrics)[3:] == ["pooled_dev", "pooled_validation", "pooled"]  # after the files, in this order
+    assert metrics["pooled_validation"] == tech  # a pool of one file is that file
+    dev, pooled = metrics["pooled_dev"], metrics["pooled"]
+    assert techwolf["n_scored"] == 148 and house["n_scored"] == 133 and dev["n_scored"] == 148 + 133
+    assert pooled["n_scored"] == 75 + 148 + 133 and pooled["n_sentences"] == sum(m["n_sentences"] for m in (
+        tech, techwolf, house))
+    for key in ("rp@5", "rp@10", "mrr"):  # every sentence weighs the same: the files weighted by their sizes
+        assert dev[key] == pytest.approx((148 * techwolf[key] + 133 * house[key]) / 281)
+    literal = pooled["n_literal_pairs"]
+    assert literal == sum(m["n_literal_pairs"] for m in (tech, techwolf, house))
+    assert pooled["recall@5/literal"] == pytest.approx(
+        sum(m["recall@5/literal"] * m["n_literal_pairs"] for m in (tech, techwolf, house)) / literal)
+    assert "pooled_dev" in format_table(metrics) and evaluate_files(matcher_nlp, files[:1]).keys() == {str(files[0])}
+
+
 def test_recall_by_kind_splits_written_and_implied_gold(taxonomy):
     sentences = ["Experience with PostgreSQL and Java is essential.", "You will keep the ward's patient files in order."]
     golds = [{"PostgreSQL", "JavaScript"}, {"patient record storage"}]

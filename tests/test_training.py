@@ -18,6 +18,7 @@ from pipeline.components.encoder import (DEFAULT_ENCODER, EncoderSettings, Trans
                                          weights_fingerprint)
 from pipeline.components.pipes import ALL_PIPES
 from pipeline.errors import ConfigError, EscoDataError
+from pipeline.evaluation.validation import SELECTION_METRIC
 from pipeline.training.config import read_config, resolve_training
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.training.settings import TrainingSettings, resolve_device
@@ -40,7 +41,7 @@ def test_tiny_training_run_lowers_the_loss(trained):
     assert losses[1] < losses[0]
     assert summary["steps"] == 12 and summary["pairs"]["corpus"] == 64
     assert summary["device"] == "cpu"  # TINY asks for device = "cpu"
-    assert "tech/rp@5" in log[0]  # the untrained model is scored before the first step
+    assert "tech/rp@5" in log[0] and SELECTION_METRIC in log[0]  # the untrained model is scored before step 1
     # Every evaluation logs the dev signals and the combined score that selection maximizes.
     assert {"masked/rp@5", "paraphrase/rp@5", "combined/rp@5"} <= set(log[0])
     assert summary["selection"] == "combined/rp@5"
@@ -142,7 +143,7 @@ def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(train
     saved_best = json.loads((checkpoint / "state.json").read_text())["best_metrics"]
     best = torch.load(checkpoint / "weights.pt", weights_only=True)["best"]
     # Every evaluation after resuming scores worse than the run's best, so the best must come from the checkpoint.
-    worse = {"tech/rp@5": 0.0, "tech/rp@10": 0.0, "tech/mrr": 0.0, "rp@5": -1.0}
+    worse = {"tech/rp@5": 0.0, "tech/rp@10": 0.0, "tech/mrr": 0.0, SELECTION_METRIC: -1.0}
     monkeypatch.setattr(trainer_module, "validation_scores", lambda nlp, files: dict(worse))
     summary = train(str(ROOT / "configs" / "in_batch.cfg"), tiny_corpus, model, esco=esco_path, resume=True,
                     validation=[shared_path / "benchmark" / "tech_validation_annotations.csv"], overrides=RESUMED)
@@ -150,7 +151,7 @@ def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(train
     log = [json.loads(line) for line in (model / "training_log.jsonl").read_text().splitlines()]
     evaluations = [entry for entry in log if "loss" in entry or entry["step"] == 0]  # not the interpolation tries
     assert [entry["step"] for entry in evaluations][-2:] == [12, 14] and evaluations[-1]["improved"] is False
-    assert summary["best_metrics"] == saved_best and saved_best["rp@5"] > -1.0
+    assert summary["best_metrics"] == saved_best and saved_best[SELECTION_METRIC] > -1.0
     meta = json.loads((model / "meta.json").read_text())
     assert meta["performance"] and meta["performance"] == pytest.approx(saved_best)  # meta rounds to 10 places
     shipped = load_file(model / ENCODER_WEIGHTS)

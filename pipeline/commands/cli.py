@@ -220,6 +220,31 @@ def evaluate(
 
 
 @app.command()
+def compare(
+    files: List[Path] = typer.Argument(..., help="Benchmark CSVs (per file, then pooled dev / validation / all)."),
+    a: List[Path] = typer.Option(..., "--a", help="Side A: a pipeline folder; repeat for its other seeds."),
+    b: List[Path] = typer.Option(..., "--b", help="Side B: a pipeline folder; repeat for its other seeds."),
+    metric: str = typer.Option("rp@5", "--metric", help="rp@K or mrr."),
+    resamples: int = typer.Option(10000, "--resamples", min=1, help="Bootstrap resamples of the sentences."),
+    seed: int = typer.Option(0, "--seed", help="The bootstrap's random seed."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every number as JSON."),
+) -> None:
+    """B against A: mean ± sd over seeds, B − A with a paired bootstrap 95 % interval over sentences, P(B > A)."""
+    from pipeline.evaluation.comparison import compare as run_comparison
+    from pipeline.evaluation.comparison import comparison_json, format_comparison
+
+    try:
+        results = run_comparison(a, b, files, metric=metric, resamples=resamples, seed=seed)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(format_comparison(results, metric))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(comparison_json(results, a, b, metric=metric, resamples=resamples, seed=seed),
+                                     indent=2))
+
+
+@app.command()
 def bench(
     model: Path = typer.Argument(..., help="Pipeline folder."),
     jobads: List[Path] = typer.Argument(..., help="Job-ad files to draw sentences and ads from."),

@@ -14,6 +14,9 @@ Implied vs literal: a (sentence, gold skill) pair is *literal* when one of the s
 alternative) is written in the sentence — case-insensitive, on word boundaries, whatever the matcher's label
 policy — and *implied* otherwise. ``recall@5/literal`` and ``recall@5/implied`` are the shares of each kind of
 pair whose skill is in the sentence's top 5: the number the implied-skills work is about.
+
+Pooled: the metrics of several files together are those of all their sentences in one list
+(``RankedSentences.pooled``), so every sentence weighs the same and a small file no more than its size.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -103,18 +106,36 @@ def reciprocal_rank(ranking: Sequence[str], gold: Iterable[str]) -> float:
     return 0.0
 
 
+def sentence_metric(metric: str) -> Callable[[Sequence[str], Set[str]], float]:
+    """The per-sentence function behind a metric name: ``rp@K`` or ``mrr``."""
+    if metric == "mrr":
+        return reciprocal_rank
+    found = re.fullmatch(r"rp@([1-9][0-9]*)", metric)
+    if found is None:
+        raise ValueError(f"unknown ranking metric {metric!r}: expected 'rp@K' (K >= 1) or 'mrr'")
+    k = int(found.group(1))
+    return lambda ranking, gold: rp_at_k(ranking, gold, k)
+
+
+def sentence_scores(rankings: Sequence[Sequence[str]], golds: Sequence[Iterable[str]], metric: str) -> List[float]:
+    """``metric`` of each sentence with a non-empty gold set, in order: the values a file's metric averages (and
+    that paired comparisons resample)."""
+    if len(rankings) != len(golds):
+        raise ValueError(f"{len(rankings)} rankings for {len(golds)} gold sets")
+    score = sentence_metric(metric)
+    return [score(list(ranking), set(gold)) for ranking, gold in zip(rankings, golds) if gold]
+
+
 def ranking_metrics(
     rankings: Sequence[Sequence[str]], golds: Sequence[Iterable[str]], cutoffs: Sequence[int] = RANK_CUTOFFS
 ) -> Dict[str, float]:
     """RP@K for each cutoff, MRR and coverage, averaged over sentences with a non-empty gold set."""
-    if len(rankings) != len(golds):
-        raise ValueError(f"{len(rankings)} rankings for {len(golds)} gold sets")
+    metrics: Dict[str, float] = {}
+    for name in [*(f"rp@{k}" for k in cutoffs), "mrr"]:
+        values = sentence_scores(rankings, golds, name)
+        metrics[name] = sum(values) / len(values) if values else 0.0
     pairs = [(list(ranking), set(gold)) for ranking, gold in zip(rankings, golds) if gold]
     n = len(pairs)
-    metrics: Dict[str, float] = {}
-    for k in cutoffs:
-        metrics[f"rp@{k}"] = sum(rp_at_k(r, g, k) for r, g in pairs) / n if n else 0.0
-    metrics["mrr"] = sum(reciprocal_rank(r, g) for r, g in pairs) / n if n else 0.0
     # Cheap diagnostics: how often there is any prediction, and how much gold the full ranking holds.
     metrics["coverage"] = sum(bool(r) for r, _ in pairs) / n if n else 0.0
     metrics["recall@all"] = sum(len(set(r) & g) / len(g) for r, g in pairs) / n if n else 0.0
@@ -159,28 +180,59 @@ def recall_by_kind(sentences: Sequence[str], rankings: Sequence[Sequence[str]], 
 
 
 @dataclass
+class RankedSentences:
+    """The sentences of one benchmark file, or of several pooled, each with its ranking and gold set, in file
+    order. Every metric is computed from these, so the metrics of files pooled are those of all their sentences
+    (each sentence weighs the same, whatever its file's size)."""
+
+    sentences: List[str]
+    rankings: List[List[str]]
+    golds: List[Set[str]]
+    n_ignored_rows: int = 0
+
+    @classmethod
+    def pooled(cls, parts: Sequence["RankedSentences"]) -> "RankedSentences":
+        return cls([s for p in parts for s in p.sentences], [r for p in parts for r in p.rankings],
+                   [g for p in parts for g in p.golds], sum(p.n_ignored_rows for p in parts))
+
+    def scores(self, metric: str) -> List[float]:
+        """Per scored sentence (gold set not empty), in order: see ``sentence_scores``."""
+        return sentence_scores(self.rankings, self.golds, metric)
+
+
+@dataclass
 class BenchmarkResult:
     metrics: Dict[str, float]
     unknown_labels: Counter = field(default_factory=Counter)
+    ranked: Optional[RankedSentences] = None
+
+
+def rank_benchmark(nlp: Language, path: Union[str, Path], *, batch_size: int = 64) -> RankedSentences:
+    """Each distinct sentence of the file run through ``nlp``: its ranking as ESCO preferred labels."""
+    benchmark = read_benchmark(path)
+    taxonomy = find_taxonomy(nlp)
+    sentences = list(benchmark.gold)
+    rankings = [ranked_labels(doc._.esco_skills or [], taxonomy) for doc in pipe_quietly(nlp, sentences, batch_size)]
+    return RankedSentences(sentences, rankings, [benchmark.gold[s] for s in sentences], benchmark.n_ignored_rows)
 
 
 def evaluate_benchmark(nlp: Language, path: Union[str, Path], *, batch_size: int = 64) -> BenchmarkResult:
-    benchmark = read_benchmark(path)
-    taxonomy = find_taxonomy(nlp)
+    return score_ranked(rank_benchmark(nlp, path, batch_size=batch_size), find_taxonomy(nlp))
+
+
+def score_ranked(ranked: RankedSentences, taxonomy: EscoTaxonomy) -> BenchmarkResult:
+    """Every benchmark metric of ranked sentences (one file's, or several files' pooled)."""
     known = set(taxonomy.by_preferred_label())
-    sentences = list(benchmark.gold)
-    rankings = [ranked_labels(doc._.esco_skills or [], taxonomy) for doc in pipe_quietly(nlp, sentences, batch_size)]
-    golds = [benchmark.gold[sentence] for sentence in sentences]
-    metrics = ranking_metrics(rankings, golds)
-    metrics.update(recall_by_kind(sentences, rankings, golds, taxonomy))
-    unknown = Counter(label for gold in golds for label in gold if label not in known)
+    metrics = ranking_metrics(ranked.rankings, ranked.golds)
+    metrics.update(recall_by_kind(ranked.sentences, ranked.rankings, ranked.golds, taxonomy))
+    unknown = Counter(label for gold in ranked.golds for label in gold if label not in known)
     metrics.update(
-        n_sentences=float(len(sentences)),
-        n_gold_labels=float(sum(len(gold) for gold in golds)),
-        n_ignored_rows=float(benchmark.n_ignored_rows),
+        n_sentences=float(len(ranked.sentences)),
+        n_gold_labels=float(sum(len(gold) for gold in ranked.golds)),
+        n_ignored_rows=float(ranked.n_ignored_rows),
         n_unknown_labels=float(sum(unknown.values())),
     )
-    return BenchmarkResult(metrics, unknown)
+    return BenchmarkResult(metrics, unknown, ranked)
 
 
 def pipe_quietly(nlp: Language, texts: Sequence[Union[str, Doc]], batch_size: int = 64) -> List[Doc]:

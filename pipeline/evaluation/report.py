@@ -1,5 +1,7 @@
 """``make evaluate``: score a pipeline on benchmark CSVs and span files (recognised by content, never by name)
-and print one table, metrics as rows and files as columns."""
+and print one table, metrics as rows and files as columns; with two benchmark files or more, also the pooled
+columns ``pooled_dev``, ``pooled_validation`` and ``pooled`` (every sentence of those files together; which file
+is dev or validation: ``evaluation.validation``)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ from typing import Dict, List, Literal, Optional, Sequence, Union
 from spacy.language import Language
 from wasabi import table
 
-from pipeline.components.pipes import load_pipeline
+from pipeline.components.pipes import find_taxonomy, load_pipeline
 from pipeline.errors import EscoDataError
-from pipeline.evaluation.benchmark import evaluate_benchmark
+from pipeline.evaluation.benchmark import RankedSentences, evaluate_benchmark, score_ranked
 from pipeline.evaluation.dev_signals import evaluate_dev_signals
 from pipeline.evaluation.spans import evaluate_spans
+from pipeline.evaluation.validation import benchmark_pools
 from pipeline.io.files import read_lines
 
 MAX_EXAMPLES = 10
@@ -67,14 +70,16 @@ def evaluate_files(
     model: Union[str, Path, Language], files: Sequence[Union[str, Path]], *, batch_size: int = 64,
     corpus_dir: Optional[Union[str, Path]] = None, dev_signals: bool = False,
 ) -> Dict[str, Dict[str, float]]:
-    """{file: {metric: value}} for benchmark CSVs and span JSONL files, recognised by content, and with
-    ``dev_signals`` the masked-mention (needs ``corpus_dir``) and ESCO paraphrase signals as extra columns.
+    """{file: {metric: value}} for benchmark CSVs and span JSONL files, recognised by content, the pools of two
+    benchmark files or more (``pooled_columns``), and with ``dev_signals`` the masked-mention (needs
+    ``corpus_dir``) and ESCO paraphrase signals as extra columns.
 
     Unknown benchmark labels are counted in ``n_unknown_labels`` and named in a ``UserWarning``.
     """
     kinds = {str(path): detect_file_kind(path) for path in files}  # fail on a bad file before loading
     nlp = model if isinstance(model, Language) else load_pipeline(model)
     results: Dict[str, Dict[str, float]] = {}
+    ranked: Dict[str, RankedSentences] = {}
     for path, kind in kinds.items():
         if kind == "benchmark":
             result = evaluate_benchmark(nlp, path, batch_size=batch_size)
@@ -88,11 +93,23 @@ def evaluate_files(
                     stacklevel=2,
                 )
             results[path] = result.metrics
+            ranked[path] = result.ranked
         else:
             results[path] = evaluate_spans(nlp, path, batch_size=batch_size)
+    results.update(pooled_columns(ranked, nlp))
     if dev_signals:
         results.update(dev_signal_columns(evaluate_dev_signals(nlp, Path(corpus_dir) if corpus_dir else None)))
     return results
+
+
+def pooled_columns(ranked: Dict[str, RankedSentences], nlp: Language) -> Dict[str, Dict[str, float]]:
+    """Every benchmark metric of each pool (``benchmark_pools``: dev files, validation files, all), when there
+    are two files or more to pool (the pool of one file is that file's column)."""
+    if len(ranked) < 2:
+        return {}
+    taxonomy = find_taxonomy(nlp)
+    return {pool: score_ranked(RankedSentences.pooled([ranked[path] for path in paths]), taxonomy).metrics
+            for pool, paths in benchmark_pools(list(ranked)).items()}
 
 
 def dev_signal_columns(scores: Dict[str, float]) -> Dict[str, Dict[str, float]]:

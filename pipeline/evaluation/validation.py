@@ -1,31 +1,61 @@
-"""Validation scores for model selection: RP@5 / RP@10 / MRR per benchmark file, and their mean RP@5.
+"""Validation scores for model selection: RP@5 / RP@10 / MRR per benchmark file and pooled.
 
 Every file's metrics are keyed by a name unique among the files scored together (``tech/rp@5``), so two files
-never overwrite each other's numbers: the file stem without the benchmark's ``_validation_annotations`` suffix
-(``tech_validation_annotations.csv`` → ``tech``), prefixed with as many parent folders as it takes when stems
-collide (``a/dev.csv``, ``b/dev.csv`` → ``a/dev``, ``b/dev``).
+never overwrite each other's numbers: the file stem without the benchmark's ``_validation_annotations`` or
+``_annotations`` suffix (``tech_validation_annotations.csv`` → ``tech``, ``tech_dev_annotations.csv`` →
+``tech_dev``), prefixed with as many parent folders as it takes when stems collide (``a/dev.csv``, ``b/dev.csv``
+→ ``a/dev``, ``b/dev``).
+
+Pooled (``pooled/rp@5``): the metric over all sentences of all files together, each sentence weighing the same;
+``pooled_dev/…`` and ``pooled_validation/…`` pool the dev files and the validation files apart, so readers see
+whether they agree. A file is *dev* when its name contains ``_dev_``, *validation* when it contains
+``_validation_`` (the shipped benchmark files' names); any other file counts only in ``pooled/…`` (and as itself).
+Model selection maximises ``pooled/rp@5`` (``SELECTION_METRIC``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from spacy.language import Language
 
 PathLike = Union[str, Path]
 METRICS = ("rp@5", "rp@10", "mrr")
-SELECTION_METRIC = "rp@5"  # the mean over files that training maximizes
+POOLED = "pooled"  # all benchmark files together
+GROUPS = {"dev": "_dev_", "validation": "_validation_"}  # group → what the file name contains; first match wins
+SELECTION_METRIC = f"{POOLED}/rp@5"  # what training maximizes: RP@5 over every sentence of every file
 COMBINED_METRIC = "combined/rp@5"
 COMBINED_PARTS = (SELECTION_METRIC, "masked/rp@5", "paraphrase/rp@5")
-BENCHMARK_SUFFIX = "_validation_annotations"
+BENCHMARK_SUFFIXES = ("_validation_annotations", "_annotations")  # the shipped files' suffixes, longest first
 
 
 def short_name(path: PathLike) -> str:
     """The file stem, minus the shipped benchmark files' common suffix."""
     stem = Path(path).stem
-    return stem[: -len(BENCHMARK_SUFFIX)] if stem.endswith(BENCHMARK_SUFFIX) and stem != BENCHMARK_SUFFIX else stem
+    for suffix in BENCHMARK_SUFFIXES:
+        if stem.endswith(suffix) and stem != suffix:
+            return stem[: -len(suffix)]
+    return stem
+
+
+def benchmark_group(path: PathLike) -> Optional[str]:
+    """``dev`` or ``validation`` by the file's name (module docstring), else None."""
+    return next((group for group, marker in GROUPS.items() if marker in Path(path).name), None)
+
+
+def benchmark_pools(files: Sequence[PathLike]) -> Dict[str, List[PathLike]]:
+    """``pooled_dev`` / ``pooled_validation`` → the files of that group (only groups that have files), then
+    ``pooled`` → every file."""
+    pools: Dict[str, List[PathLike]] = {}
+    for group in GROUPS:
+        members = [file for file in files if benchmark_group(file) == group]
+        if members:
+            pools[f"{POOLED}_{group}"] = members
+    if files:
+        pools[POOLED] = list(files)
+    return pools
 
 
 def validation_names(files: Sequence[PathLike]) -> Dict[str, str]:
@@ -71,23 +101,26 @@ def check_validation_files(files: Sequence[PathLike]) -> None:
 
 
 def validation_scores(nlp: Language, files: Sequence[PathLike]) -> Dict[str, float]:
-    """``{name}/rp@5``, ``{name}/rp@10``, ``{name}/mrr`` per file, and ``rp@5``: their mean RP@5."""
-    from pipeline.evaluation.benchmark import evaluate_benchmark
+    """``{name}/rp@5``, ``{name}/rp@10``, ``{name}/mrr`` per file, and the same for each pool
+    (``pooled_dev/…``, ``pooled_validation/…``, ``pooled/…``: see ``benchmark_pools``)."""
+    from pipeline.evaluation.benchmark import RankedSentences, evaluate_benchmark, ranking_metrics
 
     names = validation_names(files)
     out: Dict[str, float] = {}
-    per_file: List[float] = []
+    ranked: Dict[str, RankedSentences] = {}
     for path, name in names.items():
-        metrics = evaluate_benchmark(nlp, path).metrics
-        out.update({f"{name}/{key}": float(metrics[key]) for key in METRICS})
-        per_file.append(float(metrics[SELECTION_METRIC]))
-    if per_file:
-        out[SELECTION_METRIC] = float(np.mean(per_file))
+        result = evaluate_benchmark(nlp, path)
+        out.update({f"{name}/{key}": float(result.metrics[key]) for key in METRICS})
+        ranked[path] = result.ranked
+    for pool, paths in benchmark_pools(list(names)).items():
+        together = RankedSentences.pooled([ranked[path] for path in paths])
+        metrics = ranking_metrics(together.rankings, together.golds)
+        out.update({f"{pool}/{key}": float(metrics[key]) for key in METRICS})
     return out
 
 
 def combined_score(metrics: Dict[str, float]) -> float:
-    """The declared combination for model selection: the mean RP@5 of the benchmark files (as one signal), the
+    """The declared combination for model selection: the pooled RP@5 of the benchmark files (as one signal), the
     masked-mention dev and the ESCO paraphrase dev — a point of RP@5 counts the same on each. Signals that were
     not computed are left out."""
     parts = [metrics[key] for key in COMBINED_PARTS if key in metrics]

@@ -1,9 +1,10 @@
 """``make ablation``: every negative-sampling config trained with the same corpus, budget and seeds.
 
 Rows: the untrained encoder (the pipeline ``assemble`` builds), then one row per config. Columns: RP@5 /
-RP@10 / MRR on each validation file (named as ``evaluation.validation`` names them) as mean ± standard deviation
-over seeds, and the training time. The table is returned and written to ``OUTPUT/ablation.md`` (+
-``ablation.json`` with every run); printing it is the CLI's job.
+RP@10 / MRR on each validation file (named as ``evaluation.validation`` names them) and each pool of them
+(``pooled_dev``, ``pooled_validation``, ``pooled``) as mean ± standard deviation over seeds, and the training
+time. The table is returned and written to ``OUTPUT/ablation.md`` (+ ``ablation.json`` with every run); printing
+it is the CLI's job. ``compare`` then says whether a row beats another beyond the noise.
 """
 
 from __future__ import annotations
@@ -15,17 +16,8 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from pipeline.errors import ConfigError
-from pipeline.evaluation.validation import METRICS, validation_names, validation_scores
-
-
-def _mean_sd(values: List[float]) -> str:
-    """×100, one decimal; ``mean ± sd`` when there are several seeds."""
-    if not values:
-        return "–"
-    mean = 100 * statistics.mean(values)
-    if len(values) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+from pipeline.evaluation.comparison import mean_sd
+from pipeline.evaluation.validation import METRICS, benchmark_pools, validation_names, validation_scores
 
 
 def untrained_scores(esco: Path, validation: Sequence[Path]) -> Dict[str, float]:
@@ -65,13 +57,14 @@ def run_ablation(configs: Path, corpus: Path, esco: Path, output: Path, *, valid
 
 def format_ablation(runs: Dict[str, List[Dict]], validation: Sequence[Path], seeds: Sequence[int],
                     overrides: Sequence[str]) -> str:
-    splits = list(validation_names(validation).values())
+    names = validation_names(validation)
+    splits = [*names.values(), *benchmark_pools(list(names))]
     header = "| strategy | " + " | ".join(f"{s} RP@5 / RP@10 / MRR" for s in splits) + " | train min |"
     lines = [header, "|" + "---|" * (len(splits) + 2)]
     for name, entries in runs.items():
         cells = []
         for split in splits:
-            cells.append(" / ".join(_mean_sd([e["metrics"].get(f"{split}/{m}", float("nan")) for e in entries])
+            cells.append(" / ".join(mean_sd([e["metrics"].get(f"{split}/{m}", float("nan")) for e in entries])
                                     for m in METRICS))
         minutes = statistics.mean(e["seconds"] for e in entries) / 60
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes:.1f} |")

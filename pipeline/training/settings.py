@@ -39,8 +39,8 @@ class TrainingSettings(Settings):
     dev_signals: StrictBool = True
     dev_max_masked: StrictInt = Field(1500, ge=0)
     dev_max_paraphrases: StrictInt = Field(2000, ge=0)
-    # What model selection maximizes: "benchmark" = mean RP@5 of the validation files; "combined" = the mean
-    # RP@5 of the benchmark files (together), the masked-mention dev and the ESCO paraphrase dev.
+    # What model selection maximizes: "benchmark" = RP@5 pooled over every sentence of the --validation files
+    # (pooled/rp@5); "combined" = the mean of that, the masked-mention dev's and the ESCO paraphrase dev's RP@5.
     selection: Literal["benchmark", "combined"] = "benchmark"
     # Weight-space interpolation toward the untrained encoder (WiSE-FT): after training, each alpha gives
     # weights (1 - alpha) * untrained + alpha * best; the one that scores best is kept. (1.0,) = off.
