@@ -3,6 +3,7 @@
 import json
 import random
 import shutil
+from collections import OrderedDict
 from itertools import islice
 from types import SimpleNamespace
 
@@ -23,7 +24,7 @@ from pipeline.training.config import read_config, resolve_training
 from pipeline.training.loss import candidate_matrix, contrastive_loss
 from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import TrainingPair
-from pipeline.training.trainer import mask_text, shuffled_batches, train
+from pipeline.training.trainer import copy_state, mask_text, shuffled_batches, train
 
 from conftest import ROOT, TINY
 
@@ -97,17 +98,33 @@ def test_weights_fingerprint_follows_any_change_of_the_weights():
     assert weights_fingerprint(model) != before
 
 
-def test_the_skill_index_is_embedded_again_only_when_the_weights_changed():
-    model, rebuilt = torch.nn.Linear(3, 2), []
-    trainer = SimpleNamespace(encoder=SimpleNamespace(model=model), ranker=SimpleNamespace(rebuild_index=rebuilt.append),
-                              taxonomy="esco", indexed_weights=weights_fingerprint(model))
+class CountingRanker:
+    """Stands in for the ranker: each rebuild makes a new index object (as ``SkillRanker.rebuild_index`` does)."""
+
+    def __init__(self):
+        self.index, self.rebuilt = "untrained index", []
+
+    def rebuild_index(self, taxonomy):
+        self.rebuilt.append(taxonomy)
+        self.index = f"index {len(self.rebuilt)}"
+
+
+def test_the_skill_index_is_embedded_again_only_for_weights_not_seen_lately():
+    model, ranker = torch.nn.Linear(3, 2), CountingRanker()
+    first = weights_fingerprint(model)
+    trainer = SimpleNamespace(encoder=SimpleNamespace(model=model), ranker=ranker, taxonomy="esco",
+                              indexed_weights=first, recent_indexes=OrderedDict([(first, ranker.index)]))
     trainer_module.Trainer.refresh_skill_index(trainer)  # e.g. the evaluation at step 0
-    assert rebuilt == []
+    assert ranker.rebuilt == []
+    start = copy_state(model)
     with torch.no_grad():
         model.weight += 1.0  # a training step, or a checkpoint's weights loaded
     trainer_module.Trainer.refresh_skill_index(trainer)
     trainer_module.Trainer.refresh_skill_index(trainer)  # scored again with the same weights: no second embedding
-    assert rebuilt == ["esco"]
+    assert ranker.rebuilt == ["esco"] and ranker.index == "index 1"
+    model.load_state_dict(start)  # back to weights embedded before (the best, restored after interpolation)
+    trainer_module.Trainer.refresh_skill_index(trainer)
+    assert ranker.rebuilt == ["esco"] and ranker.index == "untrained index"
 
 
 def test_saved_training_config_is_complete_and_reproducible(trained):

@@ -17,6 +17,7 @@ import json
 import random
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -31,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 from pipeline.components.assembly import build_pipeline
 from pipeline.components.encoder import weights_fingerprint
 from pipeline.components.pipes import RANKER, find_taxonomy
+from pipeline.components.ranker import SkillIndex
 from pipeline.errors import ConfigError
 from pipeline.evaluation.dev_signals import DevSignals, build_dev_signals, dev_signal_scores
 from pipeline.evaluation.validation import (COMBINED_METRIC, SELECTION_METRIC, check_validation_files,
@@ -45,6 +47,7 @@ from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import SupervisionContext, TrainingPair, collect_pairs
 
 LOG_FILE = "training_log.jsonl"
+RECENT_INDEXES = 3  # skill indexes kept in memory (13,896 × 384 float32: 21 MB each)
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "weights.pt"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -122,14 +125,25 @@ class Trainer:
         self.rng = random.Random(seed)
         # The ranker's index was built from the encoder as it is now (initialize, or from_disk of a saved pipeline).
         self.indexed_weights = weights_fingerprint(self.encoder.model)
+        # The indexes of the last few weights embedded: restoring the best weights after the interpolation tries
+        # (or an evaluation of weights seen before) reuses theirs instead of embedding every skill again.
+        self.recent_indexes: "OrderedDict[str, SkillIndex]" = OrderedDict([(self.indexed_weights, self.ranker.index)])
 
     def refresh_skill_index(self) -> None:
         """The ranker's index, embedded again only if the weights changed since it was built (13,896 skills: tens
         of seconds on two cores, at every evaluation)."""
         fingerprint = weights_fingerprint(self.encoder.model)
-        if fingerprint != self.indexed_weights:
+        if fingerprint == self.indexed_weights:
+            return
+        if fingerprint in self.recent_indexes:
+            self.ranker.index = self.recent_indexes[fingerprint]
+        else:
             self.ranker.rebuild_index(self.taxonomy)
-            self.indexed_weights = fingerprint
+            self.recent_indexes[fingerprint] = self.ranker.index
+            while len(self.recent_indexes) > RECENT_INDEXES:
+                self.recent_indexes.popitem(last=False)
+        self.recent_indexes.move_to_end(fingerprint)
+        self.indexed_weights = fingerprint
 
     def refresh_negative_index(self) -> None:
         """The skill vectors hard-negative mining searches (refreshed every `refresh_every` steps)."""
