@@ -332,6 +332,11 @@ def main() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency
         pass
+    import warnings
+
+    # A warning is a message for the person at the terminal (a repaired line, a non-English ad): its kind and text,
+    # not the library's source line that raised it.
+    warnings.formatwarning = lambda message, category, *_args, **_kwargs: f"{category.__name__}: {message}\n"
     app()
 
 
