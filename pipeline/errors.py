@@ -6,6 +6,8 @@ catch the project's errors in one place. Each also derives from the built-in typ
 ``ImportError`` for a missing package).
 """
 
+from pathlib import Path
+
 
 class EscoSkillsError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -28,6 +30,14 @@ class ModelNotFoundError(EscoSkillsError, FileNotFoundError):
 
 class IncompletePipelineError(EscoSkillsError, FileNotFoundError):
     """A saved pipeline folder lacks a file one of its components needs; the message names the file."""
+
+    @classmethod
+    def unless_exists(cls, path: Path, owner: str) -> Path:
+        """``path``, or this error naming it: a saved pipeline folder lacks what ``owner`` (words) needs."""
+        if not path.exists():
+            raise cls(f"'{path}' is missing: the pipeline folder is incomplete ({owner} needs it; copy the whole "
+                      "folder).")
+        return path
 
 
 class NotInitializedError(EscoSkillsError, RuntimeError):

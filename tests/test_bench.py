@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
 from pipeline.commands.ray_engine import timeline_stats
-from pipeline.evaluation.bench import bench_ads, bench_engines, format_results, installed_extras, run_benchmarks
+from pipeline.commands.engine_bench import bench_engines
+from pipeline.evaluation.bench import bench_ads, format_results, installed_extras, run_benchmarks
 
 HAS_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 HAS_RAY = importlib.util.find_spec("ray") is not None

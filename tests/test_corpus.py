@@ -13,7 +13,8 @@ from bad_input import PoisonedAdError, ads_with_poison, poisoned_normalizer
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
-from pipeline.corpus.build import MANIFEST_FILE, SPLITS, CorpusSettings, build_corpus, load_corpus
+from pipeline.corpus.build import MANIFEST_FILE, SPLITS, build_corpus, load_corpus
+from pipeline.corpus.settings import CorpusSettings
 from pipeline.corpus.labelling import SentenceLabeller
 from pipeline.corpus.lines import Failure, isolated
 from pipeline.corpus.storage import SplitSpill, save_dataset, split_features

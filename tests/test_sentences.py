@@ -12,7 +12,7 @@ from pipeline.components.matcher import sentence_starts
 from pipeline.components.pipes import SEGMENTER, make_clean_doc
 from pipeline.components.predictions import RAW_KEY, skipped_sentences
 from pipeline.components.segmenter import sentences
-from pipeline.corpus.build import CorpusSettings
+from pipeline.corpus.settings import CorpusSettings
 from pipeline.corpus.labelling import SentenceLabeller
 from pipeline.io.boilerplate import line_key
 

@@ -9,9 +9,8 @@ from typing import List, Optional
 import typer
 
 from pipeline.commands.packaging import PACKAGE_NAME, PACKAGE_VERSION
-from pipeline.components.encoder import DEFAULT_ENCODER
-from pipeline.components.pipes import MATCHER
-from pipeline.corpus.build import CorpusSettings
+from pipeline.components.pipes import DEFAULT_ENCODER, MATCHER
+from pipeline.corpus.settings import CorpusSettings
 from pipeline.errors import ConfigError, EscoSkillsError
 from pipeline.io.jobads import ID_FIELD, TEXT_FIELD
 
@@ -260,7 +259,8 @@ def bench(
                                                                     "and Ray), e.g. on more ads."),
 ) -> None:
     """Throughput (sentences/s, ads/s), load time and peak memory, with the raw encoder as the limit."""
-    from pipeline.evaluation.bench import bench_ads, bench_engines, format_results, installed_extras, run_benchmarks
+    from pipeline.commands.engine_bench import bench_engines
+    from pipeline.evaluation.bench import bench_ads, format_results, installed_extras, run_benchmarks
 
     backend, ray_workers, notes = installed_extras(backend or None, ray_workers)
     try:

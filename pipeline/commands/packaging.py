@@ -91,7 +91,7 @@ def build_package(model_dir: Path, output: Path, *, name: str = PACKAGE_NAME, ve
 
 
 def encoder_source(encoder: str) -> Dict[str, str]:
-    from pipeline.components.encoder import DEFAULT_ENCODER
+    from pipeline.components.pipes import DEFAULT_ENCODER
 
     return {"name": encoder, **({"license": "Apache-2.0"} if encoder == DEFAULT_ENCODER else {})}
 

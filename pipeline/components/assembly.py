@@ -15,8 +15,7 @@ import spacy
 from spacy.language import Language
 from thinc.api import Config
 
-from pipeline.components.encoder import DEFAULT_ENCODER
-from pipeline.components.pipes import BOILERPLATE, DECIDER, MATCHER, MATCHER_PIPES, RANKER
+from pipeline.components.pipes import BOILERPLATE, DECIDER, DEFAULT_ENCODER, MATCHER, MATCHER_PIPES, RANKER
 
 # The sections that describe the pipeline; the blank pipeline's spaCy-training defaults ([training], [corpora],
 # [pretraining]) are left out, since [training] is this project's own section in training configs.

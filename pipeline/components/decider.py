@@ -45,6 +45,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 
+from pipeline.components.factory import component_factory
 from pipeline.components.pipes import DECIDER, RANKER
 from pipeline.components.segmenter import sentences
 from pipeline.components.predictions import (Evidence, SkillPrediction, register_extensions, set_decisions,
@@ -399,13 +400,6 @@ def word_evidence(sent: Span, offsets: np.ndarray, piece_scores: np.ndarray, k: 
     return [Evidence(t.idx, t.idx + len(t.text), t.text) for _, t in words]
 
 
-@Language.factory(DECIDER, assigns=["doc._.esco_decisions"], default_config=DeciderSettings.defaults())
-def make_skill_decider(nlp: Language, name: str, calibrated: bool, max_skills_per_sentence: int,
-                       gate_threshold: float, gate_bias: float, gate_explicit: bool,
-                       explicit_coefficients: List[float], explicit_threshold: float,
-                       implied_coefficients: List[float], implied_threshold: float, evidence_words: int,
-                       evidence_floor: float) -> SkillDecider:
-    """The keys are named here because confection builds the config's schema from this signature; their
-    defaults, bounds and meaning are ``DeciderSettings``', which checks them (a ConfigError naming the key)."""
-    values = {key: value for key, value in locals().items() if key in DeciderSettings.model_fields}
-    return SkillDecider(nlp, name, DeciderSettings.load(f"components.{name}", values))
+@component_factory(DECIDER, DeciderSettings, assigns=["doc._.esco_decisions"])
+def make_skill_decider(nlp: Language, name: str, settings: DeciderSettings) -> SkillDecider:
+    return SkillDecider(nlp, name, settings)

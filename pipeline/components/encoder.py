@@ -13,7 +13,6 @@ since it was made (``weights_fingerprint``).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import shutil
 import tempfile
@@ -28,15 +27,13 @@ import torch
 from spacy.util import registry
 
 from pipeline.components.factory import settings_block
-from pipeline.components.pipes import RANKER
+from pipeline.components.pipes import DEFAULT_ENCODER, RANKER
 from pipeline.errors import ModelNotFoundError, OnnxExportError
 from pipeline.settings import Field, Settings, StrictInt, StrictStr
 
 EncoderBackend = Literal["torch", "onnx-int8"]
-ENCODER_SECTION = f"components.{RANKER}.encoder"  # the ranker's encoder settings, as errors name them
 HiddenStates = Callable[[dict], torch.Tensor]  # a tokenized batch → [B, T, D] last hidden states
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_SETTINGS = "esco.transformer_encoder.v1"  # the registered function of the ranker's encoder block
 PACKAGED_MODELS = {
     # model name → (python package, function returning the weights folder)
@@ -58,26 +55,10 @@ class EncoderSettings(Settings):
     batch_size: StrictInt = Field(64, ge=1)
     pooling: Literal["mean", "cls"] = "mean"
     backend: EncoderBackend = "torch"
+    # PyTorch's dynamic int8 was removed (#19; onnx-int8 superseded it). Pipelines saved before carry
+    # `quantize = false` in their config, so the key is still read — and can only be false.
+    quantize: Literal[False] = False
 
-    name: StrictStr = DEFAULT_ENCODER
-    max_length: StrictInt = Field(128, ge=1)
-    skill_max_length: StrictInt = Field(32, ge=1)
-    batch_size: StrictInt = Field(64, ge=1)
-    pooling: Literal["mean", "cls"] = "mean"
-    backend: EncoderBackend = "torch"
-
-
-def create_encoder_settings(**values: Any) -> EncoderSettings:
-    """The registered function behind ``@misc = "esco.transformer_encoder.v1"``: the section's values checked by
-    ``EncoderSettings`` (a ConfigError naming ``[components.esco_skill_ranker.encoder] key``)."""
-    return EncoderSettings.load(ENCODER_SECTION, values)
-
-
-# The signature spaCy reads to fill a config's [...encoder] section: the model's keys and defaults, not restated
-# here. No annotations, so that the model, not confection, checks the values (and names the key when one is bad).
-create_encoder_settings.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=field.default)
-     for key, field in EncoderSettings.model_fields.items()], return_annotation=EncoderSettings)
 
 create_encoder_settings = settings_block(EncoderSettings, "``esco.transformer_encoder.v1``: the ranker's "
                                          "``encoder`` block; its keys are ``EncoderSettings``' fields.")

@@ -7,13 +7,13 @@ pipeline by folder or package name, and how to tokenize text that is already cle
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
-
-import spacy
-from spacy.language import Language
-from spacy.tokens import Doc
+from typing import TYPE_CHECKING, Union
 
 from pipeline.errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:  # spaCy is imported where a pipeline is loaded: the CLI reads these names without it
+    from spacy.language import Language
+    from spacy.tokens import Doc
 
 SEGMENTER = "esco_job_ad_segmenter"
 NORMALIZER = "esco_token_normalizer"
@@ -23,10 +23,14 @@ BOILERPLATE = "esco_boilerplate_filter"  # after the matcher, before the ranker:
 DECIDER = "esco_skill_decider"  # after the ranker: the calibrated skill set per sentence, with evidence
 MATCHER_PIPES = (SEGMENTER, NORMALIZER, MATCHER)
 ALL_PIPES = MATCHER_PIPES + (BOILERPLATE, RANKER, DECIDER)
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"  # the ranker's encoder unless a config names another
 
 
 def load_pipeline(model: Union[str, Path, Language], **kwargs) -> Language:
     """A pipeline folder or the name of an installed pipeline package (``spacy.load`` handles both)."""
+    import spacy
+    from spacy.language import Language
+
     if isinstance(model, Language):
         return model
     try:

@@ -29,13 +29,13 @@ from spacy.util import minibatch
 
 from pipeline.components.encoder import ENCODER_SETTINGS, EncoderSettings, TransformerEncoder, resolve_model_path
 from pipeline.components.factory import component_factory
-from pipeline.errors import ConfigError, NotInitializedError
+from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.components.predictions import (SkillPrediction, register_extensions, set_predictions,
                                               skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt
-from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy, require
+from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
 from pipeline.components.segmenter import sentences
 
 SkillTextMode = Literal["preferred", "preferred+alt", "preferred+description", "preferred+alt+description"]
@@ -288,7 +288,7 @@ class SkillRanker(Serializable):
         return self.index
 
     def _load_encoder(self, folder: Path) -> None:
-        require(folder / "config.json", f"component '{self.name}'")
+        IncompletePipelineError.unless_exists(folder / "config.json", f"component '{self.name}'")
         self.encoder = TransformerEncoder(folder, self.settings.encoder)
 
 

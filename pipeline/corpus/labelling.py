@@ -25,7 +25,7 @@ from pipeline.io.text import is_english
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
 
-    from pipeline.corpus.build import CorpusSettings  # the build imports this module
+    from pipeline.corpus.settings import CorpusSettings
 
 Mention = Tuple[int, int, str]  # start, end, uri (character offsets into the sentence)
 SentenceResult = Tuple[int, str, Optional[str], Optional[List[Mention]]]  # key, status, text, mentions

@@ -16,8 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import srsly
 
-from pipeline.errors import EscoDataError
-from pipeline.io.serialization import require
+from pipeline.errors import EscoDataError, IncompletePipelineError
 
 SKILLS_FILE = "skills_en.csv"
 GROUPS_FILE = "skillGroups_en.csv"
@@ -333,7 +332,8 @@ class EscoTaxonomy:
 
     @classmethod
     def from_disk(cls, path: Union[str, Path]) -> "EscoTaxonomy":
-        return cls.from_bytes(require(Path(path) / KB_FILE, "the ESCO knowledge base").read_bytes())
+        file = IncompletePipelineError.unless_exists(Path(path) / KB_FILE, "the ESCO knowledge base")
+        return cls.from_bytes(file.read_bytes())
 
 
 def _read_skills(source: EscoCsvSource, report: LoadReport) -> Iterator[Skill]:

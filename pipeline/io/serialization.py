@@ -25,14 +25,6 @@ from pipeline.errors import IncompletePipelineError
 S = TypeVar("S", bound="Serializable")
 
 
-def require(path: Path, owner: str) -> Path:
-    """``path``, or the error that names it: a saved pipeline folder lacks what ``owner`` (words) needs."""
-    if not path.exists():
-        raise IncompletePipelineError(f"'{path}' is missing: the pipeline folder is incomplete ({owner} needs it; "
-                                      "copy the whole folder).")
-    return path
-
-
 def npy_bytes(array: np.ndarray) -> bytes:
     """The bytes ``np.save`` writes to a ``.npy`` file (so a part's file and its bytes are the same)."""
     buffer = io.BytesIO()
@@ -65,7 +57,7 @@ class Part:
             path.write_bytes(self.dump())
 
     def read_from(self, path: Path, owner: str) -> None:
-        require(path, owner)
+        IncompletePipelineError.unless_exists(path, owner)
         if self.read is not None:
             self.read(path)
         else:

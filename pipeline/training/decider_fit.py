@@ -25,7 +25,6 @@ from spacy.language import Language
 
 from pipeline.components.decider import DecisionModels, DeciderSettings, SkillDecider, Thresholds
 from pipeline.components.pipes import DECIDER, RANKER, find_taxonomy, load_pipeline
-from pipeline.corpus.build import CorpusSettings
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.evaluation.calibration_report import (best_global_threshold, decided_sets, nonskill_report,
                                                     ranked_scores, reliability_bins, rounded, score_sets,
@@ -49,8 +48,9 @@ class CalibrationSettings(Settings):
     # Bound on the share of boilerplate lines (out-of-fold gate) given a skill; one point under the issue's 5 % aim:
     # a share measured on ~200 held-back lines moves by about ±1.5 points (binomial sd).
     max_nonskill_share: StrictFloat = Field(0.04, ge=0.0, le=1.0)
-    # A boilerplate line is a negative only if seen in this many ads (and without a skill): the corpus' own rule.
-    min_ads: StrictInt = Field(CorpusSettings.model_fields["boilerplate_min_ads"].default, ge=2)
+    # A boilerplate line is a negative only if seen in this many ads (and without a skill); None: every line the
+    # corpus' boilerplate.jsonl holds, i.e. the threshold the corpus was built with (boilerplate_min_ads).
+    min_ads: Optional[StrictInt] = Field(None, ge=2)
     held_back_percent: StrictInt = Field(20, gt=0, lt=100)  # lines with key % 100 below this are held back
     gate_positives: StrictInt = Field(4000, ge=10)  # corpus train sentences with a literal match
     masked_share: StrictFloat = Field(0.5, ge=0.0, le=1.0)  # of them with their mentions deleted (corpus_sentences)

@@ -64,13 +64,14 @@ class BoilerplateSplit:
     held_back: List[str]
 
 
-def boilerplate_negatives(corpus_dir: PathLike, min_ads: int, held_back_percent: int) -> BoilerplateSplit:
-    """Boilerplate lines without a literal skill seen in ``min_ads`` or more ads, split by key into a fitting
-    part and a held-back part (``key % 100 < held_back_percent``), so the same lines are held back every run."""
-    rows = [r for r in read_boilerplate(corpus_dir) if r["ads"] >= min_ads and not r["has_skill"]]
+def boilerplate_negatives(corpus_dir: PathLike, min_ads: Optional[int], held_back_percent: int) -> BoilerplateSplit:
+    """Boilerplate lines without a literal skill seen in ``min_ads`` or more ads (``None``: every line of the file,
+    which the corpus build wrote at its own threshold), split by key into a fitting part and a held-back part
+    (``key % 100 < held_back_percent``), so the same lines are held back every run."""
+    rows = [r for r in read_boilerplate(corpus_dir) if r["ads"] >= (min_ads or 0) and not r["has_skill"]]
     if not rows:
-        raise EscoDataError(f"'{Path(corpus_dir) / BOILERPLATE_FILE}' holds no line seen in {min_ads}+ ads "
-                            "without a skill: the gate has no negatives.")
+        raise EscoDataError(f"'{Path(corpus_dir) / BOILERPLATE_FILE}' holds no line seen in "
+                            f"{min_ads or 'enough'} ads without a skill: the gate has no negatives.")
     held = [r["text"] for r in rows if r["key"] % 100 < held_back_percent]
     return BoilerplateSplit([r["text"] for r in rows if r["key"] % 100 >= held_back_percent], held)
 

@@ -6,9 +6,11 @@ sources), and an overlay only its negatives and what else it changes.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Mapping, Tuple
 
 import torch
+from pydantic import field_validator
 
 from pipeline.errors import ConfigError
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -34,7 +36,7 @@ class TrainingSettings(Settings):
     max_minutes: StrictFloat = Field(60.0, ge=0.0)  # 0 = no time budget
     max_grad_norm: StrictFloat = Field(1.0, ge=0.0)  # 0 = no clipping
     torch_threads: StrictInt = Field(0, ge=0)  # 0 = PyTorch's default
-    device: StrictStr = Field("cpu", pattern=DEVICE_PATTERN)  # "cpu" | "cuda" | "cuda:N" | "auto" (CUDA if any)
+    device: StrictStr = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto" (CUDA if any)
     # Development signals (pipeline/evaluation/dev_signals.py) scored at every evaluation; sizes of each signal.
     dev_signals: StrictBool = True
     dev_max_masked: StrictInt = Field(1500, ge=0)
@@ -45,6 +47,13 @@ class TrainingSettings(Settings):
     # Weight-space interpolation toward the untrained encoder (WiSE-FT): after training, each alpha gives
     # weights (1 - alpha) * untrained + alpha * best; the one that scores best is kept. (1.0,) = off.
     interpolation: Tuple[Alpha, ...] = Field((1.0,), min_length=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, device):
+            raise ValueError('must be "cpu", "cuda", "cuda:N" or "auto"')
+        return device
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> "TrainingSettings":

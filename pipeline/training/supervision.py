@@ -9,21 +9,19 @@ description describes it. Each source is a registered function named in ``[train
     max_pairs_per_skill = 50
 """
 
-from __future__ import annotations
-
 import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
-from pydantic import NonNegativeInt, PositiveInt
 from spacy.util import registry
 
 from pipeline.errors import ConfigError
 from pipeline.esco.heldout import skills_by_text, training_texts
 from pipeline.esco.taxonomy import EscoTaxonomy
 from pipeline.settings import checked
+from pipeline.training.negatives import Count, PositiveCount
 
 SECTION = "training.supervision"
 Split = Literal["train", "dev"]  # the corpus splits that hold matched sentences (build.SPLITS minus "unmatched")
@@ -70,8 +68,8 @@ class CorpusPairs(PairSource):
     name = "corpus"
 
     @checked(SECTION)
-    def __init__(self, split: Split = "train", max_pairs_per_skill: NonNegativeInt = 50,
-                 max_pairs: NonNegativeInt = 0):
+    def __init__(self, split: Split = "train", max_pairs_per_skill: Count = 50,
+                 max_pairs: Count = 0):
         self.split, self.max_pairs_per_skill, self.max_pairs = split, max_pairs_per_skill, max_pairs
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
@@ -121,7 +119,7 @@ class AltLabelPairs(PairSource):
     name = "alt_labels"
 
     @checked(SECTION)
-    def __init__(self, per_skill: PositiveInt = 1, max_pairs: NonNegativeInt = 5000):
+    def __init__(self, per_skill: PositiveCount = 1, max_pairs: Count = 5000):
         self.per_skill, self.max_pairs = per_skill, max_pairs
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
@@ -135,7 +133,7 @@ class DescriptionPairs(PairSource):
     name = "descriptions"
 
     @checked(SECTION)
-    def __init__(self, max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300, per_skill: PositiveInt = 1):
+    def __init__(self, max_pairs: Count = 5000, max_chars: PositiveCount = 300, per_skill: PositiveCount = 1):
         self.max_pairs, self.max_chars, self.per_skill = max_pairs, max_chars, per_skill
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
@@ -143,23 +141,11 @@ class DescriptionPairs(PairSource):
         return _cap(pairs, self.max_pairs, ctx.rng)
 
 
-# Same constrained hints as the classes: confection checks base types and the split's Literal while resolving,
-# the classes' ``checked`` constructors check the bounds (called by keyword: an error names the key, not a position).
-@registry.supervision_sources("esco.corpus_pairs.v1")
-def create_corpus_pairs(split: Split = "train", max_pairs_per_skill: NonNegativeInt = 50,
-                        max_pairs: NonNegativeInt = 0) -> PairSource:
-    return CorpusPairs(split=split, max_pairs_per_skill=max_pairs_per_skill, max_pairs=max_pairs)
-
-
-@registry.supervision_sources("esco.alt_label_pairs.v1")
-def create_alt_label_pairs(per_skill: PositiveInt = 1, max_pairs: NonNegativeInt = 5000) -> PairSource:
-    return AltLabelPairs(per_skill=per_skill, max_pairs=max_pairs)
-
-
-@registry.supervision_sources("esco.description_pairs.v1")
-def create_description_pairs(max_pairs: NonNegativeInt = 5000, max_chars: PositiveInt = 300,
-                             per_skill: PositiveInt = 1) -> PairSource:
-    return DescriptionPairs(max_pairs=max_pairs, max_chars=max_chars, per_skill=per_skill)
+# The registered functions are the classes themselves (as the negative samplers are): each key's type, bound and
+# default is written once, in the constructor; confection fills and type-checks from it, ``checked`` the bounds.
+registry.supervision_sources.register("esco.corpus_pairs.v1", func=CorpusPairs)
+registry.supervision_sources.register("esco.alt_label_pairs.v1", func=AltLabelPairs)
+registry.supervision_sources.register("esco.description_pairs.v1", func=DescriptionPairs)
 
 
 def collect_pairs(sources: Dict[str, PairSource], ctx: SupervisionContext) -> Tuple[List[TrainingPair], Dict[str, int]]:
