@@ -65,7 +65,7 @@ test-fast: install
 
 # Every test, the slow ones too (a training or a Ray run resumed, the full pipeline and the bench on Ray).
 test-all: install
-	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_ARGS)
+	ESCO=$(ESCO) SHARED=$(SHARED) ROBUSTNESS_EXAMPLES=40 $(BIN)/python -m pytest $(TEST_ARGS)
 
 corpus: install
 	$(BIN)/python -m pipeline corpus $(JOBADS) --esco $(ESCO) --output $(CORPUS_DIR) $(if $(LIMIT),--limit $(LIMIT))
