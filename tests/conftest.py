@@ -133,5 +133,6 @@ HEAVY_FIXTURES = frozenset({"pipeline_dir", "pipeline_nlp", "trained", "tiny_cor
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.get_closest_marker("slow") is None and not HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        heavy = item.get_closest_marker("slow") or item.get_closest_marker("heavy")
+        if not heavy and not HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.fast)

@@ -71,6 +71,7 @@ def test_bench_leaves_out_what_is_not_installed_and_says_so(monkeypatch):
     assert backend == ("onnx-int8" if HAS_ORT else None)
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_bench_command_prints_the_table_for_a_matcher_only_pipeline(matcher_dir, shared_path):
     result = CliRunner().invoke(app, ["bench", str(matcher_dir), str(shared_path / "jobads" / "nhs_jobs_2020.jsonl.gz"),
                                       "--sentences", "30", "--ads", "3", "--repeats", "1", "--ray-workers", "0"])
@@ -78,6 +79,7 @@ def test_bench_command_prints_the_table_for_a_matcher_only_pipeline(matcher_dir,
     assert "matcher only" in result.output and "raw encoder" not in result.output
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_bench_only_engines_times_the_extract_command_alone(matcher_dir, shared_path):
     """Without Ray rows (``--ray-workers 0``) only the single process is left: a real ``python -m pipeline
     extract`` run, timed, and nothing of the pipeline benchmark."""

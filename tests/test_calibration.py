@@ -144,6 +144,7 @@ def test_thresholds_follow_the_half_f1_rule_within_the_boilerplate_bound():
     assert bounded.implied > free.implied  # the bound raised the implied threshold
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_calibrate_command_writes_a_literal_only_calibration_into_a_matcher_pipeline(matcher_dir, shared_path,
                                                                                       tmp_path):
     """The whole command on the cheapest real pipeline: the matcher alone has no encoder, so no gate and no

@@ -87,6 +87,7 @@ def preferred_only_dir(tmp_path_factory, esco_path):
     return out
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_compare_prints_each_file_and_pool_and_writes_every_number(matcher_dir, matcher_nlp, preferred_only_dir,
                                                                     shared_path, tmp_path):
     files = [shared_path / TECH, shared_path / TECHWOLF_DEV]

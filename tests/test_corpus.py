@@ -275,6 +275,7 @@ def poisoned_matcher(tmp_path_factory, matcher_dir):
     return poisoned_normalizer(matcher_dir, tmp_path_factory.mktemp("poisoned") / "matcher")
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_poison_ad_fails_alone_and_every_good_ad_is_in_the_corpus(tmp_path, poisoned_matcher, workers):
     path = write_lines(tmp_path / "ads.jsonl", ads_with_poison(30, poison_at=12))
@@ -306,6 +307,7 @@ def test_isolated_hands_back_an_exception_as_data_or_raises_it_with_fail_fast():
 
 
 # ------------------------------------------------------------------------------------------ real ads
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_cli_builds_a_corpus_from_200_real_ads(shared_path, esco_path, tmp_path):
     jobads = shared_path / "jobads" / "tech_and_general_jobs.jsonl.gz"
     output = tmp_path / "corpus"

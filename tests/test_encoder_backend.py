@@ -75,6 +75,7 @@ def test_a_saved_pipeline_carries_its_export_and_runs_it_without_exporting(tmp_p
     np.testing.assert_allclose(reloaded.get_pipe(RANKER).encoder.encode(SENTENCES), expected, atol=1e-6)
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 @needs_ort
 def test_changed_weights_are_exported_again_in_memory_and_on_disk(tmp_path, model_path):
     encoder = TransformerEncoder(model_path, EncoderSettings(backend="onnx-int8"))

@@ -289,6 +289,7 @@ def test_fail_fast_raises_the_first_exception_as_before(tmp_path, poisoned_nlp):
         extract_file(poisoned_nlp, path, tmp_path / "out.jsonl", fail_fast=True)
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_cli_extract_lists_a_failed_ad_and_exits_0_or_stops_with_fail_fast(tmp_path, poisoned_nlp):
     model = tmp_path / "poisoned"
     poisoned_nlp.to_disk(model)

@@ -107,6 +107,7 @@ def test_empty_text_gives_empty_results(matcher_nlp, text):
     assert doc._.esco_sentence_skills == {}
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_huge_document_is_processed_whole_without_the_cap_and_finds_its_skills(matcher_dir, uri_of):
     """With ``max_chars = 0`` (no cap) a document past spaCy's default max_length goes through whole, linearly."""
     matcher_nlp = spacy.load(matcher_dir, config={"nlp": {"tokenizer": {"max_chars": 0}}})
@@ -251,6 +252,7 @@ def test_policy_report_counts_what_the_default_policy_kept_and_dropped(matcher_n
     assert unfiltered["patterns"] > report["patterns"]
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_shared_label_policies_on_a_label_one_skill_prefers(matcher_nlp, matcher_with, uri_of):
     text = "Experience in supply chain management."
     owner = uri_of("supply chain management")

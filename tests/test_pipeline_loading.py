@@ -44,6 +44,7 @@ def span_tuples(doc) -> list:
     return [(span.start_char, span.end_char, span.label_, span.kb_id_) for span in doc.spans[SPANS_KEY]]
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_saved_pipeline_loads_in_a_fresh_process_through_entry_points(matcher_dir, matcher_nlp, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS_CODE, str(matcher_dir), AD],

@@ -61,6 +61,7 @@ NASTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 @NASTY_SETTINGS
 @given(texts=st.lists(NASTY_TEXTS, min_size=1, max_size=10))
 def test_text_no_string_should_carry_never_crashes_the_pipeline(matcher_nlp, texts):
@@ -76,6 +77,7 @@ def test_text_no_string_should_carry_never_crashes_the_pipeline(matcher_nlp, tex
         assert_offsets_inside(doc)
 
 
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 @NASTY_SETTINGS
 @given(texts=st.lists(NASTY_TEXTS, min_size=1, max_size=10))
 def test_json_escaped_nasty_ads_are_all_extracted(tmp_path, matcher_nlp, texts):

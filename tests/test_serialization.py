@@ -177,6 +177,7 @@ def test_a_missing_file_is_named_unless_its_part_is_excluded(nlp, saved, tmp_pat
 # ---------------------------------------------------------------------------------------------- the encoder
 @pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")),
                     reason='onnxruntime is an optional extra: pip install ".[fast]"')
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
 def test_encoder_bytes_carry_weights_tokenizer_and_int8_export(ads):
     encoder = TransformerEncoder(resolve_model_path(DEFAULT_ENCODER), EncoderSettings(backend="onnx-int8"))
     data = encoder.to_bytes()  # exports to int8 once, as saving to disk does
