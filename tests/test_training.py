@@ -21,7 +21,8 @@ from pipeline.components.pipes import ALL_PIPES
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.evaluation.validation import SELECTION_METRIC
 from pipeline.training.config import read_config, resolve_training
-from pipeline.training.loss import candidate_matrix, contrastive_loss
+from pipeline.components.ranker import SkillIndex
+from pipeline.training.loss import candidate_matrix, contrastive_loss, late_interaction_loss, late_interaction_scores
 from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import TrainingPair
 from pipeline.training.trainer import copy_state, mask_text, shuffled_batches, train
@@ -222,6 +223,48 @@ def test_contrastive_loss_is_low_when_the_positive_is_nearest():
     right = contrastive_loss(skills[[0, 1]], skills, cand, mask, temperature=0.05)
     wrong = contrastive_loss(skills[[1, 0]], skills, cand, mask, temperature=0.05)
     assert float(right) < 1e-3 < float(wrong)
+
+
+def test_late_interaction_trains_the_formula_the_ranker_scores_with():
+    """The trainer's token scores are the ranker's inference scores (``SkillIndex.token_scores``), padding and
+    special tokens left out: what is trained is what ships."""
+    gen = torch.Generator().manual_seed(0)
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, generator=gen), dim=-1)
+    tokens, skills = unit(2, 5, 8), unit(3, 8)  # [B=2, T=5, D=8], [U=3, D=8]
+    mask = torch.tensor([[True] * 5, [False, True, True, False, False]])  # row 1: 2 real pieces among padding
+    index = SkillIndex(["a", "b", "c"], ["a", "b", "c"], ["skill"] * 3, skills.numpy(), np.arange(3))
+    trained = late_interaction_scores(tokens, mask, skills.expand(2, 3, 8), token_temperature=0.05)  # [B, C=3]
+    for row in range(2):
+        shipped = index.token_scores(tokens[row][mask[row]].numpy(), temperature=0.05)
+        np.testing.assert_allclose(trained[row].numpy(), shipped, atol=1e-5)
+    # near the best token (temperature → 0) and near the mean of the tokens (temperature large)
+    sims = torch.einsum("td,ud->tu", tokens[0], skills)
+    hot = late_interaction_scores(tokens[:1], mask[:1], skills[None], token_temperature=1e-3)[0]
+    flat = late_interaction_scores(tokens[:1], mask[:1], skills[None], token_temperature=1e3)[0]
+    np.testing.assert_allclose(hot.numpy(), sims.max(0).values.numpy(), atol=1e-3)
+    np.testing.assert_allclose(flat.numpy(), sims.mean(0).numpy(), atol=1e-3)
+
+
+def test_late_interaction_loss_is_low_when_one_token_names_the_positive():
+    skills = torch.eye(4)[:3]  # [U=3, D=4] orthogonal skills
+    unique, cand, mask = candidate_matrix([0, 1], [[1, 2], [0, 2]])
+    filler = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 0.0, 1.0]), dim=0)
+    # each sentence: one token on its skill among filler tokens (a mean would dilute it three times)
+    right = torch.stack([torch.stack([skills[0], filler, filler]), torch.stack([filler, skills[1], filler])])
+    wrong = right[[1, 0]]
+    pieces = torch.ones(2, 3, dtype=torch.bool)
+    loss = lambda tokens: float(late_interaction_loss(tokens, pieces, skills[unique], cand, mask, 0.05, 0.05))
+    assert loss(right) < 1e-3 < loss(wrong)
+
+
+def test_the_trainers_word_pieces_are_the_ones_the_ranker_scores():
+    encoder = TransformerEncoder(resolve_model_path(DEFAULT_ENCODER), EncoderSettings())
+    texts = ["Experience with PostgreSQL and Python.", "Keep the ward's patient files in order, please."]
+    tokens, mask = encoder.forward_tokens(texts)
+    assert tokens.requires_grad  # the trainer's pass keeps gradients
+    for row, (offsets, vectors) in enumerate(encoder.encode_tokens(texts)):
+        assert int(mask[row].sum()) == len(offsets) > 4  # padding and [CLS]/[SEP] left out on both sides
+        np.testing.assert_allclose(tokens[row][mask[row]].detach().numpy(), vectors, atol=1e-4)
 
 
 def test_shuffled_batches_are_full_and_resume_exactly():

@@ -266,20 +266,29 @@ class TransformerEncoder(torch.nn.Module):
     def _token_batch(self, chunk: List[str], max_length: Optional[int],
                      runner: HiddenStates) -> List[Tuple[np.ndarray, np.ndarray]]:
         """Offsets and token vectors of one batch (see ``encode_tokens``)."""
-        out: List[Tuple[np.ndarray, np.ndarray]] = []
-        batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt",
-                               max_length=max_length or self.settings.max_length, return_offsets_mapping=True,
-                               return_special_tokens_mask=True)
+        batch = self._tokenize_pieces(chunk, max_length, offsets=True)
         offsets = batch.pop("offset_mapping").numpy()
-        special = batch.pop("special_tokens_mask").numpy().astype(bool)
+        hidden, keep = self._piece_states(batch, runner)
+        hidden, keep = hidden.float().cpu().numpy(), keep.cpu().numpy()
+        return [(offsets[i][keep[i]].astype(np.int64), hidden[i][keep[i]]) for i in range(len(chunk))]
+
+    def forward_tokens(self, texts: Sequence[str], max_length: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``[B, T, D]`` L2-normalized word-piece vectors and their ``[B, T]`` mask (True: a real word piece, not
+        padding or a special token), with gradients: what the trainer scores with ``scoring = "token"`` — the same
+        pieces ``encode_tokens`` gives the ranker at inference."""
+        return self._piece_states(self._tokenize_pieces(texts, max_length), self.hidden_states_runner())
+
+    def _tokenize_pieces(self, texts: Sequence[str], max_length: Optional[int], offsets: bool = False) -> dict:
+        return self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt",
+                              max_length=max_length or self.settings.max_length, return_offsets_mapping=offsets,
+                              return_special_tokens_mask=True)
+
+    def _piece_states(self, batch: dict, runner: HiddenStates) -> Tuple[torch.Tensor, torch.Tensor]:
+        special = batch.pop("special_tokens_mask").bool()
         batch = batch.to(self.model.device)
-        hidden = torch.nn.functional.normalize(runner(batch), p=2, dim=-1)
-        hidden = hidden.float().cpu().numpy()
-        mask = batch["attention_mask"].cpu().numpy().astype(bool)
-        for i in range(len(chunk)):
-            keep = mask[i] & ~special[i]
-            out.append((offsets[i][keep].astype(np.int64), hidden[i][keep]))
-        return out
+        hidden = torch.nn.functional.normalize(runner(batch), p=2, dim=-1)  # [B, T, D]
+        keep = batch["attention_mask"].bool() & ~special.to(hidden.device)  # [B, T]
+        return hidden, keep
 
     def save(self, path: Union[str, Path]) -> None:
         """Float weights and tokenizer; with backend ``onnx-int8`` also the int8 export (made now if need be), so

@@ -16,15 +16,45 @@ Device = Union[str, torch.device]
 
 def contrastive_loss(sentence_vectors: torch.Tensor, skill_vectors: torch.Tensor, candidates: torch.Tensor,
                      candidate_mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE with per-example candidate lists; the positive is candidate 0 of each row.
+    """InfoNCE with per-example candidate lists, scored by the sentence vector (``scoring = "sentence"``).
 
     sentence_vectors: [B, D] L2-normalized; skill_vectors: [U, D] L2-normalized;
     candidates: [B, C] long, indices into skill_vectors; candidate_mask: [B, C] bool, True where a candidate
     exists. Returns a scalar. Every tensor must be on one device; the target is made on theirs.
     """
     cand = skill_vectors[candidates]  # [B, C, D]
-    logits = torch.einsum("bd,bcd->bc", sentence_vectors, cand) / temperature  # [B, C] cosine / temperature
-    logits = logits.masked_fill(~candidate_mask, float("-inf"))  # [B, C] missing candidates get no mass
+    scores = torch.einsum("bd,bcd->bc", sentence_vectors, cand)  # [B, C] cosine
+    return info_nce(scores, candidate_mask, temperature)
+
+
+def late_interaction_loss(token_vectors: torch.Tensor, token_mask: torch.Tensor, skill_vectors: torch.Tensor,
+                          candidates: torch.Tensor, candidate_mask: torch.Tensor, temperature: float,
+                          token_temperature: float) -> torch.Tensor:
+    """InfoNCE scored by skill-conditioned attention over the sentence's tokens (``scoring = "token"``).
+
+    Why: the ranker's token scoring (ConTeXT-match) lets each skill pool the sentence's word pieces with its own
+    softmax weights; trained through the same formula, the encoder learns token vectors for that pooling instead
+    of for a mean it never uses. token_vectors: [B, T, D] L2-normalized; token_mask: [B, T] bool, True for real
+    word pieces (no padding, no special tokens); the rest as ``contrastive_loss``.
+    """
+    scores = late_interaction_scores(token_vectors, token_mask, skill_vectors[candidates], token_temperature)
+    return info_nce(scores, candidate_mask, temperature)
+
+
+def late_interaction_scores(token_vectors: torch.Tensor, token_mask: torch.Tensor, skill_vectors: torch.Tensor,
+                            token_temperature: float) -> torch.Tensor:
+    """[B, C] scores of [B, C, D] skills: each skill's softmax-weighted (at ``token_temperature``) mean of its
+    similarities to the [B, T, D] tokens — ``SkillIndex.token_scores``' formula, with gradients."""
+    sims = torch.einsum("btd,bcd->btc", token_vectors, skill_vectors)  # [B, T, C] token-to-skill cosine
+    present = token_mask.unsqueeze(-1)  # [B, T, 1]
+    # A masked token gets no weight; a row without any token (cannot happen for real text) scores 0, not NaN.
+    weights = torch.softmax((sims / token_temperature).masked_fill(~present, -1e4), dim=1)  # [B, T, C]
+    return (weights * sims * present).sum(dim=1)
+
+
+def info_nce(scores: torch.Tensor, candidate_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of [B, C] scores / temperature with the positive in column 0; missing candidates get no mass."""
+    logits = (scores / temperature).masked_fill(~candidate_mask, float("-inf"))  # [B, C]
     target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)  # [B] the positive is column 0
     return torch.nn.functional.cross_entropy(logits, target)
 

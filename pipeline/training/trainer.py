@@ -39,7 +39,7 @@ from pipeline.evaluation.validation import (COMBINED_METRIC, SELECTION_METRIC, c
                                             combined_score, validation_scores)
 from pipeline.training.config import config_seed, pipeline_config, read_config, resolve_training
 from pipeline.training.decider_fit import calibrate_pipeline, record as record_calibration
-from pipeline.training.loss import candidate_matrix, contrastive_loss
+from pipeline.training.loss import candidate_matrix, contrastive_loss, late_interaction_loss
 from pipeline.corpus.masking import mask_mentions
 from pipeline.corpus.storage import corpus_boilerplate
 from pipeline.training.negatives import NegativeSampler, SamplingContext
@@ -87,6 +87,13 @@ def interpolate_states(start: StateDict, end: StateDict, alpha: float) -> StateD
     """``(1 - alpha) * start + alpha * end`` for float tensors (WiSE-FT); integer buffers are taken from ``end``."""
     return {key: torch.lerp(start[key].to(value.device), value, alpha) if value.is_floating_point() else value
             for key, value in end.items()}
+
+
+def mean_vectors(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, D] L2-normalized mean of each row's masked [B, T, D] token vectors."""
+    weights = mask.unsqueeze(-1).to(tokens.dtype)  # [B, T, 1]
+    pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
 
 
 @dataclass
@@ -153,7 +160,12 @@ class Trainer:
         s = self.settings
         self.encoder.train()
         texts = [mask_text(p, s.mask_probability, self.rng, self.encoder.mask_token) for p in batch]
-        sentence_vectors = self.encoder(texts)  # [B, D] on self.device
+        token_scoring = self.ranker.settings.scoring == "token"
+        if token_scoring:  # trained as the ranker scores: skill-conditioned attention over the word pieces
+            tokens, token_mask = self.encoder.forward_tokens(texts)  # [B, T, D], [B, T]
+            sentence_vectors = mean_vectors(tokens, token_mask)  # [B, D], for hard-negative mining only
+        else:
+            sentence_vectors = self.encoder(texts)  # [B, D] on self.device
         if self.sampler.needs_index and (self.skill_vectors is None or step % self.sampler.refresh_every == 0):
             self.refresh_negative_index()
         ctx = SamplingContext(
@@ -164,7 +176,11 @@ class Trainer:
         negatives = self.sampler.sample(ctx)
         unique, cand, mask = candidate_matrix(ctx.positives, negatives, self.device)
         skill_vectors = self.encoder([self.labels[u] for u in unique], max_length=self.encoder.settings.skill_max_length)
-        loss = contrastive_loss(sentence_vectors, skill_vectors, cand, mask, s.temperature)
+        if token_scoring:
+            loss = late_interaction_loss(tokens, token_mask, skill_vectors, cand, mask, s.temperature,
+                                         self.ranker.settings.token_temperature)
+        else:
+            loss = contrastive_loss(sentence_vectors, skill_vectors, cand, mask, s.temperature)
         self.optimizer.zero_grad()
         loss.backward()
         if s.max_grad_norm:
