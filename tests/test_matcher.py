@@ -328,3 +328,51 @@ def test_predictions_survive_doc_serialization_and_multiprocessing(matcher_nlp, 
     assert [[(p.uri, p.score, p.explicit, [s.text for s in p.spans]) for p in d._.esco_skills] for d in restored] == expected
     parallel = list(matcher_nlp.pipe(texts, n_process=2, batch_size=1))
     assert [[(p.uri, p.score, p.explicit, [s.text for s in p.spans]) for p in d._.esco_skills] for d in parallel] == expected
+
+
+# ---------------------------------------------------------------------------------------------- wrong matches (#20)
+# Each class of wrong literal match found through the dev files: the wrong reading is dropped, a right mention of
+# the same skill still links. Sentences written for these tests.
+@pytest.mark.parametrize(
+    ("wrong", "right", "label"),
+    [
+        # stock phrases of ads (stock_phrases)
+        ("You will stay focused on what the customer needs.", "Drivers must stay alert on long night routes.",
+         "stay alert"),
+        ("Candidates who enjoy working outdoors will like this post.", "You show commitment to the people you support.",
+         "show commitment"),
+        # the bare word of an inflected name (inflected_names_keep_meaning)
+        ("Security clearance is required for this post.", "Knowledge of securities and bonds.", "securities"),
+        ("Craft a clear message for the board.", "She teaches crafting to children.", "crafting"),
+        # a "Name (category)" whose name ESCO writes as an ordinary word (names_in_esco_words_exact)
+        ("Able to absorb new ideas quickly.", "All our courses run on Absorb.", "Absorb (learning management systems)"),
+        ("Set up from scratch.", "Apps written in Scratch.", "Scratch (computer programming)"),
+    ],
+)
+def test_wrong_readings_of_a_label_are_dropped_and_right_ones_kept(matcher_nlp, uri_of, wrong, right, label):
+    assert uri_of(label) not in uris(matcher_nlp(wrong))
+    assert uri_of(label) in uris(matcher_nlp(right))
+
+
+def test_a_reordered_preferred_label_links_its_own_skill(matcher_nlp, uri_of):
+    """"problem solving" is an alternative label of *troubleshoot*, and *solve problems* in another order."""
+    assert linked(matcher_nlp("Strong problem solving skills are a must.")) == [
+        ("problem solving", uri_of("solve problems"))]
+    assert linked(matcher_nlp("Troubleshooting network faults is part of the job.")) == [
+        ("Troubleshooting", uri_of("troubleshoot"))]
+
+
+def test_names_esco_never_writes_in_lower_case_still_match_in_lower_case(matcher_nlp, uri_of):
+    assert uris(matcher_nlp("We write python and java daily.")) == {
+        uri_of("Python (computer programming)"), uri_of("Java (computer programming)")}
+
+
+@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
+def test_the_wrong_matches_come_back_with_the_rules_off(matcher_with, uri_of):
+    old = matcher_with(stock_phrases=(), inflected_names_keep_meaning=False, names_in_esco_words_exact=False,
+                       reordered_names_link_preferred=False)
+    assert uri_of("stay alert") in uris(old("You will stay focused on what the customer needs."))
+    assert uri_of("securities") in uris(old("Security clearance is required for this post."))
+    assert uri_of("Absorb (learning management systems)") in uris(old("Able to absorb new ideas quickly."))
+    assert uri_of("troubleshoot") in uris(old("Strong problem solving skills are a must."))
+    assert "alternative labels linked to a reordered preferred label" not in old.matcher.policy_report

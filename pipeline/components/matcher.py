@@ -35,8 +35,14 @@ LABEL_POLICY = "esco.label_policy.v1"  # the registered function of the matcher'
 # they matched — "plan" (care plans, pension plans) and "Source" (the game engine, from "Source (digital game
 # creation systems)", matching "sources"/"sourcing").
 DEFAULT_BLOCKLIST = ("plan", "Source")
+# ESCO alternative labels that are stock phrases of job ads, where they frame something else ("enjoy working in a
+# team", "stay focused on common goals", "achieving set targets") rather than name their skill (*show commitment*,
+# *stay alert*, *develop strategy to solve problems*). Found through the dev files, confirmed on the corpus (every
+# one of their corpus matches read was of that kind); no rule on the label's form separates them from right ones.
+DEFAULT_STOCK_PHRASES = ("enjoy working", "stay focused", "remain focused", "set targets")
 MODES = ("norm", "lower", "exact")  # how a pattern is matched: lemma, lower-cased surface, exact surface
 _PARENTHETICAL = re.compile(r"\s*\([^)]*\)\s*$")
+_LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z]*(?![\w-])")
 
 
 class LabelPolicy(Settings):
@@ -53,7 +59,20 @@ class LabelPolicy(Settings):
       lemmas merge "accounting" with "account", "securities" with "security", "medicines" with "medicine".
     - ``shared_labels``: "preferred" links a shared label to the skills whose preferred label it is, if any, else to
       all; "all" links every skill; "skip" drops shared labels.
+    - ``inflected_names_keep_meaning``: a one-word alternative label that is only the uninflected form of an
+      inflected preferred label (security for *securities*, medicine for *medicines*, craft for *crafting*, survey
+      for *surveying*) is dropped like any one-word alternative: ESCO names those skills by the inflected word
+      because the inflection carries the meaning, and the bare word is common in another sense ("security
+      clearance", "Division of Medicine"). The other way round it is kept ("troubleshooting" for *troubleshoot*).
+    - ``names_in_esco_words_exact``: the bare name of a "Name (category)" skill (*Absorb (learning management
+      systems)*, *Swift (computer programming)*) matches only as written when ESCO itself uses the name in lower
+      case as an ordinary word (absorb, assembly, scratch, swift): in lower case, in an ad, it is that word.
+      Names ESCO never writes in lower case (Python, Java, Ruby) still match in lower case.
+    - ``reordered_names_link_preferred``: an alternative label that is another skill's preferred label in another
+      word order ("problem solving" for *troubleshoot*, *solve problems*) links to that skill, as a shared label
+      does under ``shared_labels="preferred"``.
     - ``blocklist``: normalized labels never matched (measured generic terms).
+    - ``stock_phrases``: alternative labels never matched: job-ad stock phrases (``DEFAULT_STOCK_PHRASES``).
     """
 
     use_alt_labels: StrictBool = True
@@ -66,7 +85,11 @@ class LabelPolicy(Settings):
     shared_labels: Literal["preferred", "all", "skip"] = "preferred"
     preferred_score: StrictFloat = Field(1.0, gt=0.0, le=1.0)
     alt_score: StrictFloat = Field(0.9, gt=0.0, le=1.0)
+    inflected_names_keep_meaning: StrictBool = True
+    names_in_esco_words_exact: StrictBool = True
+    reordered_names_link_preferred: StrictBool = True
     blocklist: Tuple[StrictStr, ...] = DEFAULT_BLOCKLIST
+    stock_phrases: Tuple[StrictStr, ...] = DEFAULT_STOCK_PHRASES
 
 
 class MatcherSettings(Settings):
@@ -269,6 +292,8 @@ def build_patterns(
     """
     report: Counter = Counter()
     blocked = {" ".join(normalize(label)) for label in policy.blocklist}
+    stock = {" ".join(normalize(label)) for label in policy.stock_phrases}
+    esco_words = lower_case_words(taxonomy) if policy.names_in_esco_words_exact else frozenset()
     candidates: Dict[str, Pattern] = {}
     counted: set = set()
     common_words = frozenset(common_words)
@@ -281,7 +306,10 @@ def build_patterns(
             forms += [(label, False) for label in skill.alt_labels]
         if policy.use_hidden_labels:
             forms += [(label, False) for label in skill.hidden_labels]
-        preferred_forms = {" ".join(normalize(skill.preferred_label)), " ".join(normalize(short))}
+        # normalized preferred form -> whether it is written uninflected (its own lemma: "troubleshoot", not "securities")
+        preferred_forms = {" ".join(normalize(name)): name.lower() == " ".join(normalize(name))
+                           for name in (skill.preferred_label, short)}
+        names = {name.lower() for name in (skill.preferred_label, short)}
         for label, is_preferred in forms:
             tokens = normalize(label)
             if not tokens:
@@ -289,12 +317,16 @@ def build_patterns(
                 continue
             norm = " ".join(tokens)
             if not is_preferred and norm in preferred_forms:
-                is_preferred = True
-            reason = _drop_reason(label, tokens, norm, is_preferred, policy, blocked)
+                is_preferred = (len(tokens) > 1 or not policy.inflected_names_keep_meaning
+                                or preferred_forms[norm] or label.lower() in names)
+            reason = _drop_reason(tokens, norm, is_preferred, policy, blocked, stock)
             if reason:
                 report[reason] += 1
                 continue
-            mode = match_mode(label, tokens, policy, common_words)
+            if label == short != skill.preferred_label and len(tokens) == 1 and label.lower() in esco_words:
+                mode = "exact"  # "Absorb", not "absorb new technologies" (names_in_esco_words_exact)
+            else:
+                mode = match_mode(label, tokens, policy, common_words)
             orths = tuple(tokenize(label) if tokenize else [label])
             form = {"exact": orths, "lower": tuple(t.lower() for t in orths), "norm": tuple(tokens)}[mode]
             key = pattern_key(mode, form)
@@ -317,9 +349,41 @@ def build_patterns(
                 if preferred:
                     pattern.skills = preferred
         patterns[key] = pattern
+    if policy.reordered_names_link_preferred:
+        report["alternative labels linked to a reordered preferred label"] = link_reordered_names(patterns)
     report["patterns"] = len(patterns)
     report["skills with a pattern"] = len({u for p in patterns.values() for u, _ in p.skills})
     return patterns, dict(report)
+
+
+def lower_case_words(taxonomy: EscoTaxonomy) -> frozenset:
+    """The words ESCO itself writes in lower case in its labels and descriptions: its ordinary English words."""
+    words: set = set()
+    for skill in taxonomy.skills.values():
+        for text in (skill.preferred_label, skill.description or "", *skill.alt_labels):
+            words.update(_LOWER_WORD.findall(text))
+    return frozenset(words)
+
+
+def link_reordered_names(patterns: Dict[str, Pattern]) -> int:
+    """Link each multi-word alternative-only pattern whose words are another skill's preferred label in another
+    order ("problem solve" of *troubleshoot* / *solve problems*) to that skill; return how many were relinked.
+    A reordering of the pattern's own skill's preferred label ("budget managing") stays as it is."""
+    def bag(pattern: Pattern) -> Tuple[str, ...]:
+        return tuple(sorted(pattern.tokens))
+
+    wordy = [p for p in patterns.values() if p.mode == "norm" and len(p.tokens) > 1]
+    named: Dict[Tuple[str, ...], List[Tuple[str, bool]]] = {}
+    for pattern in wordy:
+        named.setdefault(bag(pattern), []).extend(s for s in pattern.skills if s[1])
+    relinked = 0
+    for pattern in wordy:
+        owners = named.get(bag(pattern))
+        own = {uri for uri, _ in pattern.skills}
+        if owners and not any(p for _, p in pattern.skills) and not own & {uri for uri, _ in owners}:
+            pattern.skills = list(owners)
+            relinked += 1
+    return relinked
 
 
 def match_mode(label: str, tokens: Sequence[str], policy: LabelPolicy, common_words: frozenset) -> str:
@@ -343,12 +407,14 @@ def pattern_key(mode: str, tokens) -> str:  # noqa: ANN001 - a Span or a sequenc
 
 
 def _drop_reason(
-    label: str, tokens: List[str], norm: str, is_preferred: bool, policy: LabelPolicy, blocked: set
+    tokens: List[str], norm: str, is_preferred: bool, policy: LabelPolicy, blocked: set, stock: set
 ) -> Optional[str]:
     if norm in blocked:
         return "blocklisted"
     if is_preferred:
         return None
+    if norm in stock:
+        return "stock phrase of job ads"
     if policy.drop_single_word_alt_labels and len(tokens) == 1:
         return "single-word alternative label"
     if policy.drop_stopword_edges and (tokens[0] in STOP_WORDS or tokens[-1] in STOP_WORDS):
