@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.components.decider import SKILL_FEATURES, DecisionModels, LogisticModel, Thresholds, decide_candidates
 from pipeline.errors import ConfigError, EscoDataError
-from pipeline.evaluation.calibration_report import reliability_bins, reliability_svg, score_sets
+from pipeline.evaluation.calibration_report import (f1_bootstrap, format_report, pooled_row, reliability_bins,
+                                                    reliability_svg, score_sets, sentence_counts)
 from pipeline.training.decider_fit import SECTION, CalibrationSettings
 from pipeline.training.decider_gate import auc, boilerplate_negatives, fit_gate, fit_logistic
 from pipeline.training.decider_search import LabelledDocs, decisions, micro_counts, search_thresholds
@@ -75,6 +76,14 @@ def test_the_decision_rule_applies_gate_kinds_and_the_cap_per_sentence():
     strict, _ = decide(Thresholds(0.5, True, 0.5, 0.5))
     assert strict.tolist() == [False, False, False, True, True, False]  # ...and its literal match (gate_explicit)
     assert micro_counts(t, open_gate) == (3, 1, 1)  # label 6 is gold but fell below the threshold
+    uncapped, uncapped_order = decide_candidates(probs, t.explicit, t.gate, t.sent_id, Thresholds(0.0, False, 0.5, 0.5),
+                                                 max_k=None)
+    assert uncapped.tolist() == [True, True, True, True, True, False]  # no cap: every candidate over its threshold
+    assert uncapped_order.tolist() == order.tolist()
+
+
+def test_calibration_ships_no_cap_by_default():
+    assert CalibrationSettings().max_skills_per_sentence is None
 
 
 def test_the_search_decides_with_the_rule_on_the_models_probabilities():
@@ -90,6 +99,36 @@ def test_set_scores_count_predictions_on_sentences_without_gold_as_false_positiv
     m = score_sets([{"a", "b"}, {"c"}, set()], [{"a"}, None, {"d"}])
     assert (m["tp"], m["fp"], m["fn"]) == (1, 2, 1)
     assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(0.5)
+
+
+def test_sentence_counts_and_the_pooled_row_sum_the_splits_sentences():
+    decided = sentence_counts([{"a"}, {"x"}, set()], [{"a", "b"}, None, {"c"}])
+    assert decided.tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 1]]
+    threshold = sentence_counts([{"a", "b", "y"}, set(), {"z"}], [{"a", "b"}, None, {"c"}])
+    row = pooled_row([(decided[:2], threshold[:2]), (decided[2:], threshold[2:])])
+    assert row["sentences"] == 3
+    assert (row["decider"]["tp"], row["decider"]["fp"], row["decider"]["fn"]) == (1, 1, 2)
+    assert (row["global_threshold"]["tp"], row["global_threshold"]["fp"], row["global_threshold"]["fn"]) == (2, 2, 1)
+    assert row["decider"]["nonskill_sentences"] == {"sentences": 1, "share": 1.0}  # "x" on the sentence without gold
+    assert row["global_threshold"]["nonskill_sentences"] == {"sentences": 1, "share": 0.0}
+    # micro F1 = 2 TP / (2 TP + FP + FN): decider 2/5, threshold 4/7
+    assert row["decider_minus_threshold_f1"]["diff"] == pytest.approx(2 / 5 - 4 / 7)
+    text = format_report({"validation": {"pooled": row}})
+    assert "-17.1 [" in text and "non-skill sentences given a skill 100.0% | 0.0%" in text
+
+
+def test_f1_bootstrap_is_paired_over_sentences():
+    rng = np.random.default_rng(0)
+    a = np.c_[rng.integers(0, 3, 200), rng.integers(0, 3, 200), rng.integers(0, 3, 200)]
+    same = f1_bootstrap(a, a.copy(), resamples=500)
+    assert same["diff"] == same["low"] == same["high"] == 0.0 and same["p_b_greater"] == 0.0
+    better = a.copy()
+    better[:, 1] = 0  # B drops every false positive of A: better in every resample
+    b = f1_bootstrap(a, better, resamples=500)
+    assert 0 < b["low"] <= b["diff"] <= b["high"] and b["p_b_greater"] == 1.0
+    assert f1_bootstrap(a, better, resamples=500) == b  # seeded
+    with pytest.raises(ValueError):
+        f1_bootstrap(a, a[:10])
 
 
 def test_boilerplate_split_is_by_key_and_keeps_only_frequent_lines_without_a_skill(tmp_path):

@@ -13,7 +13,7 @@ from pipeline.components.pipes import BOILERPLATE, DECIDER, find_taxonomy
 from pipeline.components.predictions import mark_skipped
 from pipeline.errors import ConfigError, IncompletePipelineError
 from pipeline.evaluation.calibration_report import decided_sets
-from pipeline.training.decider_fit import CalibrationSettings, calibrate_pipeline, save_calibration
+from pipeline.training.decider_fit import POOLED, CalibrationSettings, calibrate_pipeline, save_calibration
 from pipeline.training.decider_gate import GateFit
 from pipeline.training.decider_search import benchmark_docs, decisions as search_decisions, tabulate
 from conftest import NHS_MIN_ADS as MIN_ADS
@@ -101,13 +101,13 @@ def test_explicit_kept_and_implied_thresholded_by_their_own_models(calibrated, u
     chosen = explicit_sent._.esco_skill_set
     assert chosen[0].uri == uri_of("PostgreSQL") and chosen[0].explicit
     assert chosen[0].probability >= decider.thresholds.explicit
+    assert decider.max_skills is None  # calibration ships no cap (a cap of 5 did not beat none, cross-file)
     for sent in doc.sents:
         members = sent._.esco_skill_set
-        assert len(members) <= decider.max_skills
         assert {p.uri for p in members} <= {p.uri for p in sent._.esco_skills}
         for p in members:
             assert p.probability >= (decider.thresholds.explicit if p.explicit else decider.thresholds.implied)
-    # the implied sentence's set is exactly its passing candidates, most probable first, capped
+    # the implied sentence's set is exactly its passing candidates, most probable first
     [cands] = [c for c in decider.candidates(doc) if c.sent.start == implied_sent.start]
     decider.encode_needed([cands])
     gate = cands.gate if cands.gate is not None else 1.0  # None: no candidate could pass at any gate value
@@ -221,12 +221,19 @@ def test_missing_gate_file_raises_naming_it(calibrated, tmp_path):
 def test_report_scores_each_file_with_a_fit_on_the_other_against_the_global_threshold(calibrated):
     _, result = calibrated
     scored = result.report["validation"]
-    assert set(scored) == {"fit on house, scored on tech", "fit on tech, scored on house",
-                           "shipped: fit on all, scored on each (in-sample)"}
-    for name in ("fit on house, scored on tech", "fit on tech, scored on house"):
-        for way in ("decider", "global_threshold"):
+    splits = ("fit on house, scored on tech", "fit on tech, scored on house")
+    assert set(scored) == {*splits, POOLED, "shipped: fit on all, scored on each (in-sample)"}
+    for way in ("decider", "global_threshold"):
+        for name in splits:
             m = scored[name][way]
             assert 0 <= m["precision"] <= 1 and m["tp"] + m["fn"] == 131  # both files have 131 gold labels
+        pooled = scored[POOLED][way]  # the two splits' sentences together
+        assert [pooled[k] for k in ("tp", "fp", "fn")] == [sum(scored[n][way][k] for n in splits)
+                                                           for k in ("tp", "fp", "fn")]
+        assert pooled["nonskill_sentences"]["sentences"] == 42  # TECH 26 + HOUSE 16 without a gold skill
+    assert scored[POOLED]["sentences"] == sum(scored[n]["sentences"] for n in splits)
+    gain = scored[POOLED]["decider_minus_threshold_f1"]
+    assert gain["low"] <= gain["diff"] <= gain["high"]
     held = result.report["nonskill_held_back"]
     assert held["lines"] == result.report["gate"]["n_negatives"] and 0 <= held["share"] <= 1
     assert result.reliability and all(b["n"] > 0 for bins in result.reliability.values() for b in bins)

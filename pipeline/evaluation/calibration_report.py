@@ -2,8 +2,10 @@
 score against gold sets, the baseline they are compared with, the reliability diagram, the set size per real ad,
 and the report the ``calibrate`` command prints.
 
-Honest numbers: with two validation files, each direction is reported (fit on one, score on the other), beside the
-shipped fit on both (in-sample, optimistic). The baseline is the best single global threshold over
+Honest numbers: each validation file is scored by a fit on the others, and the files together in a pooled row
+(``pooled_row``: micro P / R / F1 over all their sentences, the paired bootstrap interval of decider − threshold,
+and the share of the benchmark's sentences without a gold skill given one), beside the shipped fit on all of
+them (in-sample, optimistic). The baseline is the best single global threshold over
 ``doc._.esco_skills`` scores, chosen on the same fitting files. Every reported set comes from running the real
 component on the docs (``decided_sets``), not from the threshold search's simulation.
 """
@@ -22,6 +24,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from pipeline.evaluation.benchmark import ranked_labels
+from pipeline.evaluation.comparison import CHUNK
 from pipeline.errors import EscoDataError
 
 PathLike = Union[str, Path]
@@ -35,15 +38,36 @@ def prf(tp: int, fp: int, fn: int) -> Dict[str, float]:
     return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "fp": fp, "fn": fn}
 
 
+def sentence_counts(predicted: Sequence[set], golds: Golds) -> np.ndarray:
+    """[sentences, 3]: each sentence's (TP, FP, FN); a sentence with an empty gold set only adds false positives."""
+    rows = [(len(pred & (gold or set())), len(pred - (gold or set())), len((gold or set()) - pred))
+            for pred, gold in zip(predicted, golds)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
 def score_sets(predicted: Sequence[set], golds: Golds) -> Dict[str, float]:
-    """Sentence-level micro P / R / F1 (a sentence with an empty gold set only adds false positives)."""
-    tp = fp = fn = 0
-    for pred, gold in zip(predicted, golds):
-        gold = gold or set()
-        tp += len(pred & gold)
-        fp += len(pred - gold)
-        fn += len(gold - pred)
-    return prf(tp, fp, fn)
+    """Sentence-level micro P / R / F1."""
+    return prf(*(int(v) for v in sentence_counts(predicted, golds).sum(axis=0)))
+
+
+def micro_f1(counts: np.ndarray) -> np.ndarray:
+    """Micro F1 of (TP, FP, FN) summed over the second-to-last axis: [..., sentences, 3] → [...]."""
+    tp, fp, fn = np.moveaxis(counts.sum(axis=-2), -1, 0)
+    return np.where(tp > 0, 2 * tp / np.maximum(1, 2 * tp + fp + fn), 0.0)
+
+
+def f1_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = 10000, seed: int = 0) -> Dict[str, float]:
+    """Paired bootstrap over sentences of micro F1 B − A: ``a``, ``b`` are [sentences, 3] counts of the same
+    sentences. F1 is not a mean over sentences, so ``comparison.paired_bootstrap`` does not apply: each resample
+    sums its sentences' counts on both sides and takes the difference of the two F1s."""
+    if a.shape != b.shape or not len(a):
+        raise ValueError(f"a paired bootstrap needs the same sentences on both sides: {a.shape} against {b.shape}")
+    rng = np.random.default_rng(seed)
+    diffs = np.concatenate([micro_f1(b[i]) - micro_f1(a[i]) for i in (
+        rng.integers(0, len(a), size=(min(CHUNK, resamples - start), len(a))) for start in range(0, resamples, CHUNK))])
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"diff": float(micro_f1(b) - micro_f1(a)), "low": float(low), "high": float(high),
+            "p_b_greater": float(np.mean(diffs > 0))}
 
 
 def decided_sets(decider, docs: Sequence[Doc], taxonomy) -> List[set]:
@@ -70,6 +94,27 @@ def best_global_threshold(docs: Sequence[Doc], golds: Golds, taxonomy) -> Tuple[
         if m["f1"] > best[0]:
             best = (m["f1"], t, m)
     return best[1], best[2]
+
+
+def nonskill_sentence_share(counts: np.ndarray) -> Dict[str, float]:
+    """Of the sentences whose gold set is empty (the benchmark's hand-labelled non-skill sentences), the share
+    given a skill: with no gold, a sentence has a skill exactly when it has a false positive."""
+    empty = counts[:, 0] + counts[:, 2] == 0
+    return {"sentences": int(empty.sum()), "share": float((counts[empty, 1] > 0).mean()) if empty.any() else 0.0}
+
+
+def pooled_row(splits: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Dict[str, Any]:
+    """The cross-file splits together: each file's sentences scored by the fit on the other files, pooled into one
+    micro P / R / F1 per side (every sentence weighs the same), the paired bootstrap of decider − threshold, and
+    each side's share of non-skill sentences given a skill. ``splits``: per file, [sentences, 3] counts of
+    (the decided sets, the global threshold's sets)."""
+    decider = np.concatenate([d for d, _ in splits])
+    threshold = np.concatenate([t for _, t in splits])
+    return {"decider": {**prf(*(int(v) for v in decider.sum(axis=0))),
+                        "nonskill_sentences": nonskill_sentence_share(decider)},
+            "global_threshold": {**prf(*(int(v) for v in threshold.sum(axis=0))),
+                                 "nonskill_sentences": nonskill_sentence_share(threshold)},
+            "sentences": len(decider), "decider_minus_threshold_f1": f1_bootstrap(threshold, decider)}
 
 
 def nonskill_report(decider, docs: Sequence[Doc]) -> Dict[str, Any]:
@@ -158,8 +203,15 @@ def format_report(report: Dict[str, Any]) -> str:
         splits = value.items() if "decider" not in value else [("", value)]
         for file, m in splits:
             label = f"{name}{': ' + file if file else ''}"
-            lines.append(f"  {label:<58} {cells(m['decider'])} | {cells(m['global_threshold'])} "
-                         f"(t = {m['global_threshold']['threshold']:.3f})")
+            threshold = m["global_threshold"].get("threshold")
+            lines.append(f"  {label:<58} {cells(m['decider'])} | {cells(m['global_threshold'])}"
+                         + (f" (t = {threshold:.3f})" if threshold is not None else ""))
+            if "decider_minus_threshold_f1" in m:
+                b = m["decider_minus_threshold_f1"]
+                lines.append(f"  {'':<58} F1 decider − threshold {100 * b['diff']:+.1f} "
+                             f"[{100 * b['low']:+.1f}, {100 * b['high']:+.1f}] (95 % paired bootstrap); "
+                             f"non-skill sentences given a skill {m['decider']['nonskill_sentences']['share']:.1%}"
+                             f" | {m['global_threshold']['nonskill_sentences']['share']:.1%}")
     if "gate" in report:
         g = report["gate"]
         lines.append(f"gate: AUC {g['auc_held_out']:.3f} on {g['n_positives']} held-out skill sentences vs "

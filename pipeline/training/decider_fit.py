@@ -9,7 +9,8 @@ an upper bound on the decider's mistakes there.
 
 Without ``<corpus>/boilerplate.jsonl`` (corpora built before it existed) the gate is not fitted: the report says
 so and the decider ships with the gate open; the skill decisions are still calibrated. The report
-(``evaluation/calibration_report.py``) scores each file with a fit on the others, against a global threshold.
+(``evaluation/calibration_report.py``) scores each file with a fit on the others, against a global threshold,
+and all of them pooled (``POOLED``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from pipeline.components.decider import DecisionModels, DeciderSettings, SkillDe
 from pipeline.components.pipes import DECIDER, RANKER, find_taxonomy, load_pipeline
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.evaluation.calibration_report import (best_global_threshold, decided_sets, nonskill_report,
-                                                    ranked_scores, reliability_bins, rounded, score_sets,
-                                                    set_sizes, threshold_sets, write_reliability)
+                                                    pooled_row, prf, ranked_scores, reliability_bins, rounded,
+                                                    sentence_counts, set_sizes, threshold_sets, write_reliability)
 from pipeline.evaluation.validation import validation_names
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt
 from pipeline.training.decider_gate import (BoilerplateSplit, GateFit, boilerplate_negatives, corpus_sentences,
@@ -38,13 +39,14 @@ from pipeline.training.decider_search import (LabelledDocs, benchmark_docs, conc
 
 PathLike = Union[str, Path]
 SECTION = "calibration"
+POOLED = "pooled cross-file: each file scored by a fit on the others"  # the report's row of the splits together
 CALIBRATION_KEY = "calibration"  # meta.json entry
 
 
 class CalibrationSettings(Settings):
     """How the calibration is fitted (recorded in meta.json beside its results)."""
 
-    max_skills_per_sentence: StrictInt = DeciderSettings.model_fields["max_skills_per_sentence"]  # the decider's
+    max_skills_per_sentence: Optional[StrictInt] = DeciderSettings.model_fields["max_skills_per_sentence"]  # the decider's
     # Bound on the share of boilerplate lines (out-of-fold gate) given a skill; one point under the issue's 5 % aim:
     # a share measured on ~200 held-back lines moves by about ±1.5 points (binomial sd).
     max_nonskill_share: StrictFloat = Field(0.04, ge=0.0, le=1.0)
@@ -143,16 +145,18 @@ def fit_decisions(tables: Sequence[LabelledDocs], boilerplate: Optional[Labelled
 
 
 def score_split(nlp: Language, config: Dict[str, Any], gate: Optional[GateFit], fit_on: Sequence[LabelledDocs],
-                scored: LabelledDocs, taxonomy) -> Dict[str, Any]:
-    """The decided sets of ``config`` and the best global threshold chosen on ``fit_on``, both on ``scored``."""
+                scored: LabelledDocs, taxonomy) -> Tuple[Dict[str, Any], Tuple[np.ndarray, np.ndarray]]:
+    """The decided sets of ``config`` and the best global threshold chosen on ``fit_on``, both on ``scored``: the
+    report's entry, and each side's per-sentence (TP, FP, FN) for the pooled row."""
     decider = install_decider(nlp, config, gate)
     threshold, _ = best_global_threshold([d for t in fit_on for d in t.docs], [g for t in fit_on for g in t.golds],
                                          taxonomy)
-    return {"decider": score_sets(decided_sets(decider, scored.docs, taxonomy), scored.golds),
-            "global_threshold": {"threshold": threshold,
-                                 **score_sets(threshold_sets(ranked_scores(scored.docs, taxonomy), threshold),
-                                              scored.golds)},
-            "sentences": len(scored.docs)}
+    decided = sentence_counts(decided_sets(decider, scored.docs, taxonomy), scored.golds)
+    thresholded = sentence_counts(threshold_sets(ranked_scores(scored.docs, taxonomy), threshold), scored.golds)
+    entry = {"decider": prf(*(int(v) for v in decided.sum(axis=0))),
+             "global_threshold": {"threshold": threshold, **prf(*(int(v) for v in thresholded.sum(axis=0)))},
+             "sentences": len(scored.docs)}
+    return entry, (decided, thresholded)
 
 
 # ---------------------------------------------------------------------------------------------- the whole run
@@ -183,20 +187,23 @@ def calibrate_pipeline(nlp: Language, corpus_dir: Optional[PathLike], validation
 
     reliability: Dict[str, List[np.ndarray]] = {"explicit": [], "implied": []}
     if len(files) > 1:  # each file scored by a calibration fitted on the others
+        splits = []
         for name, held in files.items():
             rest = [t for n, t in files.items() if n != name]
             config, models, _ = fit_decisions(rest, boiler_fit, gate, settings)
-            report["validation"][f"fit on {'+'.join(t.name for t in rest)}, scored on {name}"] = score_split(
-                nlp, config, gate, rest, held, taxonomy)
+            entry, counts = score_split(nlp, config, gate, rest, held, taxonomy)
+            report["validation"][f"fit on {'+'.join(t.name for t in rest)}, scored on {name}"] = entry
+            splits.append(counts)
             probs = models.probabilities(held.with_gate(), held.explicit)
             for kind, mask in (("explicit", held.explicit), ("implied", ~held.explicit)):
                 reliability[kind].append(np.c_[probs[mask], held.correct[mask]])
+        report["validation"][POOLED] = pooled_row(splits)
     else:
         report["notes"].append("one validation file: no cross-file scores (give two to score each on the other)")
 
     config, models, fit_metrics = fit_decisions(list(files.values()), boiler_fit, gate, settings)
     report["validation"]["shipped: fit on all, scored on each (in-sample)"] = {
-        name: score_split(nlp, config, gate, list(files.values()), table, taxonomy) for name, table in files.items()}
+        name: score_split(nlp, config, gate, list(files.values()), table, taxonomy)[0] for name, table in files.items()}
     report["search"] = fit_metrics
     decider = install_decider(nlp, config, gate)
     if boiler_held is not None:

@@ -149,7 +149,7 @@ def fit_models(table: LabelledDocs, l2: float) -> DecisionModels:
 
 
 # ---------------------------------------------------------------------------------------------- the search
-def decisions(table: LabelledDocs, models: DecisionModels, max_k: int) -> Callable[[Thresholds], np.ndarray]:
+def decisions(table: LabelledDocs, models: DecisionModels, max_k: Optional[int]) -> Callable[[Thresholds], np.ndarray]:
     """Which candidates the decider with ``models`` keeps under any thresholds: the component's rule
     (``decide_candidates``), with the probabilities and their order computed once for a whole search."""
     probs = models.probabilities(table.with_gate(), table.explicit)
@@ -170,7 +170,7 @@ def nonskill_share(table: LabelledDocs, kept: np.ndarray) -> float:
 
 
 def search_thresholds(table: LabelledDocs, models: DecisionModels, boilerplate: Optional[LabelledDocs],
-                      max_k: int, max_nonskill_share: float) -> Tuple[Thresholds, Dict[str, float]]:
+                      max_k: Optional[int], max_nonskill_share: float) -> Tuple[Thresholds, Dict[str, float]]:
     """The decision thresholds, in two steps.
 
     1. A grid search: gate threshold (and whether the gate also drops literal matches) × explicit × implied
