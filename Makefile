@@ -56,8 +56,25 @@ $(BASE_DIR)/meta.json:
 assemble: install
 	$(BIN)/python -m pipeline assemble --esco $(ESCO) --output $(BASE_DIR)
 
-test: install
+test: install browser-deps
 	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_MARK) $(TEST_ARGS)
+
+# Chromium and its driver for the page's browser test (tests/test_serve.py, marker `browser`), from Debian's
+# packages: installed with apt-get when missing and apt-get is there (as root, or through sudo); otherwise, or if
+# the install fails, the browser test skips and says why. Idempotent: says what it found or did.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: browser-deps
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		echo "browser-deps: chromium and chromedriver already installed"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "browser-deps: installing chromium chromium-driver with apt-get"; \
+		{ $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; } \
+			|| echo "browser-deps: the install failed; the browser test will skip"; \
+	else \
+		echo "browser-deps: no apt-get here; install chromium and its driver to run the browser test"; \
+	fi
 
 # The fast tier: tests that need no embedded ESCO, corpus, training or Ray (marked at collection; under 2 minutes).
 test-fast: install

@@ -178,8 +178,8 @@ def test_extract_writes_an_html_page_of_every_ad(tmp_path, matcher_nlp):
     extract_file(matcher_nlp, path, html_path=html_path, stream=stream)
     html = html_path.read_text()
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
-    assert html.index("<h2>ad a1</h2>") < html.index("<h2>ad a&lt;2&gt;</h2>")
-    assert "<mark>manage budgets</mark>" in html and stream.getvalue() == ""  # no JSONL on the stream either
+    assert html.index("<h2>Ad a1</h2>") < html.index("<h2>Ad a&lt;2&gt;</h2>")
+    assert ">manage budgets</mark>" in html and stream.getvalue() == ""  # no JSONL on the stream either
 
 
 def test_extract_flags_non_english_ads_once(tmp_path, matcher_nlp):

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.commands.packaging import PACKAGE_NAME, PACKAGE_VERSION
+from pipeline.commands.serve_requests import ServeSettings
 from pipeline.components.pipes import DEFAULT_ENCODER, MATCHER
 from pipeline.corpus.settings import CorpusSettings
 from pipeline.errors import ConfigError, EscoSkillsError
@@ -16,6 +17,7 @@ from pipeline.io.jobads import ID_FIELD, TEXT_FIELD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ESCO skill extraction for job ads (spaCy).")
 CORPUS = CorpusSettings()  # the corpus command's defaults
+SERVE = ServeSettings()  # the serve command's defaults
 
 ESCO_OPTION = typer.Option(Path("../shared/esco/v1.1.1"), "--esco", help="ESCO CSV export: folder, zips or CSVs.")
 KNOWN_ERRORS = (EscoSkillsError, FileNotFoundError)
@@ -58,7 +60,8 @@ def extract(
     csv_output: Optional[Path] = typer.Option(None, "--csv", help="Also write a CSV of each ad's skill set (ad, uri, "
                                               "label, score, explicit, probability, evidence)."),
     ranking: bool = typer.Option(False, "--ranking", help="CSV: every ranked skill instead of the set."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML page with every ad's displaCy view."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML page with every ad as written and "
+                                        "its skills marked (the page serve shows)."),
     text_field: str = typer.Option(TEXT_FIELD, help="JSONL field holding the ad text."),
     id_field: str = typer.Option(ID_FIELD, help="JSONL field holding the ad id."),
     lines: bool = typer.Option(False, "--lines", help="Treat each line of a .txt file as one ad."),
@@ -119,6 +122,35 @@ def extract(
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(summary.describe(), err=True)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Pipeline folder or installed package name."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0: every one)."),
+    port: int = typer.Option(8000, "--port"),
+    max_chars: int = typer.Option(SERVE.max_chars, "--max-chars", help="Longest ad in characters (longer: 413)."),
+    max_batch: int = typer.Option(SERVE.max_batch, "--max-batch", help="Most ads per batch request (more: 413)."),
+    top_k: int = typer.Option(SERVE.top_k, help="Skills per list on the page."),
+    text_field: str = typer.Option(TEXT_FIELD, help="JSON field holding the ad text."),
+    id_field: str = typer.Option(ID_FIELD, help="JSON field holding the ad id."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Encoder backend: torch or onnx-int8."),
+) -> None:
+    """Serve the pipeline: POST /extract (and /extract/batch, /extract.csv), GET /health, and a page at / to paste
+    an ad into (pip install ".[serve]")."""
+    from pipeline.commands.serve import serve as run_server
+
+    try:
+        settings = ServeSettings.load("serve", {"max_chars": max_chars, "max_batch": max_batch, "top_k": top_k,
+                                                "text_field": text_field, "id_field": id_field})
+        config = {}
+        if backend:
+            from pipeline.components.encoder import backend_override
+
+            config = backend_override(backend)
+        run_server(model, settings, host=host, port=port, config=config)
+    except KNOWN_ERRORS as err:
+        _fail(err)
 
 
 @app.command()

@@ -31,7 +31,7 @@ so the matcher-only and the full pipeline give the same shape.
 
 The CSV holds the set, one row per (ad, skill): ``ad_id, uri, label, score, explicit, probability, evidence``
 (evidence words joined by `` | ``); ``ranking=True`` writes every ranked row instead. The table (``--table``) is
-an ad-level summary of the set; ``html_path`` writes the displaCy view of every ad (``commands.render``).
+an ad-level summary of the set; ``html_path`` writes the view of every ad (``commands.render``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ import warnings
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, TextIO, Tuple, Union
 
@@ -55,7 +54,7 @@ from tqdm import tqdm
 from wasabi import table
 
 from pipeline.commands.isolation import AdOutcome, pipe_isolated
-from pipeline.commands.render import PAGE, render_ad, sentences_of
+from pipeline.commands.render import CONTENT_SLOT, PAGE, render_ad, sentences_of
 from pipeline.components.pipes import load_pipeline
 from pipeline.components.predictions import SkillPrediction
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
@@ -216,11 +215,11 @@ def _open_output(path: Optional[PathLike], fallback: Optional[TextIO]) -> Iterat
 
 
 class HtmlWriter:
-    """One standalone page with every ad's displaCy view (``html_section``), written as the ads come."""
+    """One standalone page with every ad's view (``html_section``), written as the ads come."""
 
     def __init__(self, handle: TextIO):
         self.handle = handle
-        head, self.tail = PAGE.split("{content}")
+        head, self.tail = PAGE.split(CONTENT_SLOT)
         handle.write(head)
 
     def write(self, section: str) -> None:
@@ -231,8 +230,8 @@ class HtmlWriter:
 
 
 def html_section(doc: Doc, ad_id: str, top_k: int) -> str:
-    """One ad's part of the HTML page: its id and displaCy view (``render_ad``)."""
-    return f'<section class="esco-ad-page"><h2>ad {escape(ad_id)}</h2>\n{render_ad(doc, top_k)}\n</section>\n'
+    """One ad's part of the HTML page: its view under its id (``render_ad``, what ``serve``'s page shows)."""
+    return render_ad(doc, top_k, ad_id=ad_id) + "\n"
 
 
 @dataclass
@@ -286,7 +285,7 @@ def extract_file(
     """Find the ESCO skills of every ad in `input` (a job-ad file or a folder of them).
 
     Writes JSONL to `output` (to `stream`, default stdout, when there is no output, no table and no HTML), each
-    ad's set to `csv_path` (every ranked row with `ranking`), the displaCy view of every ad to `html_path`, and
+    ad's set to `csv_path` (every ranked row with `ranking`), the view of every ad to `html_path`, and
     with `print_table` a summary per ad (at most `top_k` skills of each kind) to `stream`. `model` is a pipeline
     folder, an installed package name or a loaded Language; `n_process` > 1 uses spaCy's worker processes.
     An ad whose processing raises is counted, warned about and written to ``failed_path(output)`` (with an
