@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import srsly
 import torch
 from spacy.language import Language
 from spacy.tokens import Doc
@@ -50,7 +48,7 @@ from pipeline.components.pipes import DEFAULT_ENCODER, RANKER, RERANKER, find_ta
 from pipeline.components.predictions import SkillPrediction, register_extensions, set_predictions
 from pipeline.components.segmenter import sentences
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
-from pipeline.io.serialization import Part, Serializable
+from pipeline.io.serialization import Part, Serializable, bytes_folder, folder_bytes
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt, StrictStr
 
 MODEL_DIR = "cross_encoder"
@@ -136,18 +134,12 @@ class CrossEncoder(torch.nn.Module):
 
     def to_bytes(self) -> bytes:
         """What ``save`` writes, as msgpack of {file name: bytes} (one way to write the model)."""
-        with tempfile.TemporaryDirectory(prefix="esco-reranker-") as tmp:
-            self.save(tmp)
-            return srsly.msgpack_dumps({str(f.relative_to(tmp)): f.read_bytes()
-                                        for f in sorted(Path(tmp).rglob("*")) if f.is_file()})
+        return folder_bytes(self.save, "esco-reranker-")
 
     @classmethod
     def from_bytes(cls, data: bytes, max_length: int) -> "CrossEncoder":
         """transformers reads files only: the bytes go through a folder removed with the model."""
-        folder = Path(tempfile.mkdtemp(prefix="esco-reranker-"))
-        for name, content in srsly.msgpack_loads(data).items():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(content)
+        folder = bytes_folder(data, "esco-reranker-")
         model = cls(folder, max_length)
         weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
         return model
