@@ -35,7 +35,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast test-all corpus train evaluate compare bench package ablation assemble clean
+.PHONY: install run test test-fast test-all corpus train rerank evaluate compare bench package ablation assemble clean
 
 install: $(VENV)/.installed
 
@@ -92,6 +92,14 @@ VALIDATION_ARGS = $(foreach f,$(BENCHMARK),--validation $(f))
 train: install
 	$(BIN)/python -m pipeline train $(CONFIG) --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(MODEL_DIR) \
 		$(VALIDATION_ARGS)
+
+# The second stage: a cross-encoder trained on MODEL_DIR's top K (hard negatives mined by it), written with
+# MODEL_DIR's pipeline into RERANK_DIR (the decider calibrated again); RERANK_ARGS: e.g. --set rerank.max_steps=120.
+RERANK_DIR ?= $(BUILD)/reranked
+RERANK_ARGS ?=
+rerank: install
+	$(BIN)/python -m pipeline rerank-train $(MODEL_DIR) --corpus $(CORPUS_DIR) --output $(RERANK_DIR) \
+		$(VALIDATION_ARGS) $(RERANK_ARGS)
 
 # Fit MODEL_DIR's decider (gate from CORPUS_DIR, decisions and thresholds from BENCHMARK) and write it into
 # MODEL_DIR; also the reliability diagram and the set size per ad over the first ADS ads of JOBADS (ADS=0: skip).

@@ -197,6 +197,29 @@ def train(
         _fail(err)
 
 
+@app.command("rerank-train")
+def rerank_train(
+    model: Path = typer.Argument(..., help="Trained pipeline folder: the first stage, left as it is."),
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus folder from `corpus`: training pairs, decider gate."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for MODEL + the trained reranker."),
+    validation: List[Path] = typer.Option(..., "--validation", help="Benchmark CSVs for model selection."),
+    overrides: List[str] = typer.Option([], "--set", help="Settings, e.g. --set rerank.max_steps=100 --set "
+                                        "components.esco_skill_reranker.candidates=30"),
+) -> None:
+    """Train a cross-encoder reranker on the first stage's top K (hard negatives mined by it); write a pipeline."""
+    from pipeline.training.config import parse_overrides
+    from pipeline.training.reranker_training import rerank_train as run_rerank_training
+
+    try:
+        summary = run_rerank_training(model, corpus, output, validation=validation,
+                                      overrides=parse_overrides(overrides))
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    first, best = summary["first_stage_metrics"]["pooled/rp@5"], summary["best_metrics"]["pooled/rp@5"]
+    typer.echo(f"wrote {output}: pooled RP@5 {first:.4f} (first stage) -> {best:.4f} (reranked, first_stage_weight "
+               f"{summary['first_stage_weight']}), {summary['steps']} steps in {summary['train_seconds']} s")
+
+
 @app.command()
 def calibrate(
     model: Path = typer.Argument(..., help="Pipeline folder; the calibration is written into it."),

@@ -15,20 +15,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import srsly
 import torch
 from spacy.util import registry
 
 from pipeline.components.factory import settings_block
 from pipeline.components.pipes import DEFAULT_ENCODER, RANKER
 from pipeline.errors import ModelNotFoundError, OnnxExportError
+from pipeline.io.serialization import bytes_folder, folder_bytes
 from pipeline.settings import Field, Settings, StrictInt, StrictStr
 
 EncoderBackend = Literal["torch", "onnx-int8"]
@@ -306,20 +305,14 @@ class TransformerEncoder(torch.nn.Module):
     def to_bytes(self) -> bytes:
         """What ``save`` writes (safetensors weights, config, tokenizer files, the int8 export where there is one)
         as msgpack of {file name: bytes}: one way to write the encoder, so a file cannot be missing from the bytes."""
-        with tempfile.TemporaryDirectory(prefix="esco-encoder-") as tmp:
-            self.save(tmp)
-            return srsly.msgpack_dumps({str(f.relative_to(tmp)): f.read_bytes()
-                                        for f in sorted(Path(tmp).rglob("*")) if f.is_file()})
+        return folder_bytes(self.save, "esco-encoder-")
 
     @classmethod
     def from_bytes(cls, bytes_data: bytes, settings: EncoderSettings) -> "TransformerEncoder":
         """The encoder ``to_bytes`` wrote, through a temporary folder. Why a folder: transformers builds a model and
         a tokenizer from files only (``from_pretrained``, local files, no download). It is removed with the encoder,
         not before: the int8 ONNX export saved beside the weights is read at first use, not at load."""
-        folder = Path(tempfile.mkdtemp(prefix="esco-encoder-"))
-        for name, content in srsly.msgpack_loads(bytes_data).items():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(content)
+        folder = bytes_folder(bytes_data, "esco-encoder-")
         encoder = cls(folder, settings)
         weakref.finalize(encoder, shutil.rmtree, folder, ignore_errors=True)
         return encoder

@@ -20,9 +20,10 @@ NORMALIZER = "esco_token_normalizer"
 MATCHER = "esco_skill_matcher"
 RANKER = "esco_skill_ranker"
 BOILERPLATE = "esco_boilerplate_filter"  # after the matcher, before the ranker: marks sentences asking for no skill
-DECIDER = "esco_skill_decider"  # after the ranker: the calibrated skill set per sentence, with evidence
+RERANKER = "esco_skill_reranker"  # optional, after the ranker: a cross-encoder re-scores its top K per sentence
+DECIDER = "esco_skill_decider"  # after the ranker (and the reranker): the calibrated skill set, with evidence
 MATCHER_PIPES = (SEGMENTER, NORMALIZER, MATCHER)
-ALL_PIPES = MATCHER_PIPES + (BOILERPLATE, RANKER, DECIDER)
+ALL_PIPES = MATCHER_PIPES + (BOILERPLATE, RANKER, DECIDER)  # the default pipeline (the reranker is an option)
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"  # the ranker's encoder unless a config names another
 
 

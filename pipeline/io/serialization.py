@@ -13,11 +13,13 @@ Loading from a folder checks that each part's file is there and raises ``Incompl
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, TypeVar, Union
 
 import numpy as np
+import srsly
 from spacy import util
 
 from pipeline.errors import IncompletePipelineError
@@ -34,6 +36,24 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def read_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def folder_bytes(write: Callable[[Path], None], prefix: str) -> bytes:
+    """What ``write(folder)`` puts in a folder, as msgpack of {relative file name: bytes}: a model that saves itself
+    to files only (transformers' ``save_pretrained``) gets its bytes from the one way it writes itself."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        write(Path(tmp))
+        return srsly.msgpack_dumps({str(f.relative_to(tmp)): f.read_bytes()
+                                    for f in sorted(Path(tmp).rglob("*")) if f.is_file()})
+
+
+def bytes_folder(data: bytes, prefix: str) -> Path:
+    """A new temporary folder holding the files ``folder_bytes`` packed (the caller removes it when done)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    for name, content in srsly.msgpack_loads(data).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    return folder
 
 
 @dataclass(frozen=True)
