@@ -17,19 +17,21 @@ from pipeline.esco.taxonomy import Taxonomy, TaxonomyWarning
 from pipeline.evaluation.benchmark import read_benchmark
 
 
-def validation_for(taxonomy: Taxonomy, files: Sequence[Path]) -> List[Path]:
-    """The validation files that name at least one concept of ``taxonomy`` by its preferred label; each other file
-    is dropped with a warning (it would neither select the model nor calibrate it)."""
+def validation_for(taxonomy: Taxonomy, files: Sequence[Path], min_share: float = 0.5) -> List[Path]:
+    """The validation files at least ``min_share`` of whose gold labels are preferred labels of ``taxonomy``; each
+    other file is dropped with a warning (it was labelled for another taxonomy: it would select and calibrate the
+    model on concepts it does not have). A few unknown labels (an ESCO release renaming a skill) keep a file."""
     known = set(taxonomy.by_preferred_label())
     kept = []
     for path in files:
         gold = {label for labels in read_benchmark(path).gold.values() for label in labels}
-        if gold & known:
+        if gold and len(gold & known) >= min_share * len(gold):
             kept.append(path)
         else:
-            warnings.warn(f"'{path}': none of its {len(gold)} gold labels is a preferred label of the taxonomy "
-                          f"'{taxonomy.name}': not used for model selection or calibration (give validation files "
-                          "labelled with this taxonomy's preferred labels, or none).", TaxonomyWarning, stacklevel=2)
+            warnings.warn(f"'{path}': {len(gold & known)} of its {len(gold)} gold labels are preferred labels of "
+                          f"the taxonomy '{taxonomy.name}': not used for model selection or calibration (give "
+                          "validation files labelled with this taxonomy's preferred labels, or none).",
+                          TaxonomyWarning, stacklevel=2)
     return kept
 
 
