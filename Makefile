@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 ESCO ?= $(SHARED)/esco/v1.1.1
+# The taxonomy every pipeline is built for: an ESCO export (folder or zips) or a taxonomy CSV (docs/taxonomy.md).
+TAXONOMY ?= $(ESCO)
 JOBADS ?= $(SHARED)/jobads/nhs_jobs_2020.jsonl.gz $(SHARED)/jobads/tech_and_general_jobs.jsonl.gz
 # The benchmark's validation files and the dev halves of its test splits (issue #20): every benchmark file is
 # a --validation file of train / calibrate / ablation and a column of evaluate (numbers on them are dev numbers).
@@ -51,10 +53,10 @@ run: install $(BASE_DIR)/meta.json
 	$(BIN)/python -m pipeline extract $(if $(wildcard $(MODEL_DIR)/meta.json),$(MODEL_DIR),$(BASE_DIR)) $(SAMPLE) --table
 
 $(BASE_DIR)/meta.json:
-	$(BIN)/python -m pipeline assemble --esco $(ESCO) --output $(BASE_DIR)
+	$(BIN)/python -m pipeline assemble --taxonomy $(TAXONOMY) --output $(BASE_DIR)
 
 assemble: install
-	$(BIN)/python -m pipeline assemble --esco $(ESCO) --output $(BASE_DIR)
+	$(BIN)/python -m pipeline assemble --taxonomy $(TAXONOMY) --output $(BASE_DIR)
 
 test: install browser-deps
 	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest $(TEST_MARK) $(TEST_ARGS)
@@ -85,12 +87,12 @@ test-all: install
 	ESCO=$(ESCO) SHARED=$(SHARED) ROBUSTNESS_EXAMPLES=40 $(BIN)/python -m pytest $(TEST_ARGS)
 
 corpus: install
-	$(BIN)/python -m pipeline corpus $(JOBADS) --esco $(ESCO) --output $(CORPUS_DIR) $(if $(LIMIT),--limit $(LIMIT))
+	$(BIN)/python -m pipeline corpus $(JOBADS) --taxonomy $(TAXONOMY) --output $(CORPUS_DIR) $(if $(LIMIT),--limit $(LIMIT))
 
 VALIDATION_ARGS = $(foreach f,$(BENCHMARK),--validation $(f))
 
 train: install
-	$(BIN)/python -m pipeline train $(CONFIG) --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(MODEL_DIR) \
+	$(BIN)/python -m pipeline train $(CONFIG) --corpus $(CORPUS_DIR) --taxonomy $(TAXONOMY) --output $(MODEL_DIR) \
 		$(VALIDATION_ARGS)
 
 # The second stage: a cross-encoder trained on MODEL_DIR's top K (hard negatives mined by it), written with
@@ -139,7 +141,7 @@ package: install
 	$(BIN)/python -m pipeline package $(MODEL_DIR) --output $(DIST_DIR) --project-dir .
 
 ablation: install
-	$(BIN)/python -m pipeline ablation configs --corpus $(CORPUS_DIR) --esco $(ESCO) --output $(BUILD)/ablation \
+	$(BIN)/python -m pipeline ablation configs --corpus $(CORPUS_DIR) --taxonomy $(TAXONOMY) --output $(BUILD)/ablation \
 		$(VALIDATION_ARGS)
 
 clean:

@@ -19,7 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="ESCO skill e
 CORPUS = CorpusSettings()  # the corpus command's defaults
 SERVE = ServeSettings()  # the serve command's defaults
 
-ESCO_OPTION = typer.Option(Path("../shared/esco/v1.1.1"), "--esco", help="ESCO CSV export: folder, zips or CSVs.")
+ESCO_OPTION = typer.Option(Path("../shared/esco/v1.1.1"), "--taxonomy", "--esco", help="The taxonomy: an ESCO CSV "
+                           "export (folder, zips or CSVs) or a taxonomy CSV (docs/taxonomy.md).")
 KNOWN_ERRORS = (EscoSkillsError, FileNotFoundError)
 FAIL_FAST_OPTION = typer.Option(False, "--fail-fast", help="Stop at the first ad whose processing raises, with its "
                                 "traceback (debugging); by default such an ad is listed as failed and the run goes on.")
@@ -373,6 +374,35 @@ def ablation(
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(table)
+
+
+taxonomy_app = typer.Typer(no_args_is_help=True, help="Check a taxonomy, or convert one to the generic CSV.")
+app.add_typer(taxonomy_app, name="taxonomy")
+
+
+@taxonomy_app.command("check")
+def taxonomy_check(path: Path = typer.Argument(..., help="An ESCO CSV export or a taxonomy CSV.")) -> None:
+    """Read a taxonomy as the pipeline will (every error names its line) and print what it holds."""
+    from pipeline.esco.generic import describe
+    from pipeline.esco.taxonomy import Taxonomy
+
+    try:
+        typer.echo(json.dumps(describe(Taxonomy.load(path)), indent=2))
+    except KNOWN_ERRORS as err:
+        _fail(err)
+
+
+@taxonomy_app.command("convert")
+def taxonomy_convert(source: Path = typer.Argument(..., help="An ESCO CSV export (or a taxonomy CSV)."),
+                     output: Path = typer.Argument(..., help="The generic taxonomy CSV to write.")) -> None:
+    """Write a taxonomy in the generic format (id,preferred_label,alt_labels,description,broader,type)."""
+    from pipeline.esco.generic import convert
+
+    try:
+        taxonomy = convert(source, output)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(f"wrote {output}: {len(taxonomy):,} concepts, {len(taxonomy.group_labels):,} groups")
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ import spacy
 from spacy.language import Language
 from thinc.api import Config
 
-from pipeline.components.pipes import BOILERPLATE, DECIDER, DEFAULT_ENCODER, MATCHER, MATCHER_PIPES, RANKER
+from pipeline.components.pipes import (BOILERPLATE, DECIDER, DEFAULT_ENCODER, MATCHER, MATCHER_PIPES, RANKER,
+                                       find_taxonomy)
 
 # The sections that describe the pipeline; the blank pipeline's spaCy-training defaults ([training], [corpora],
 # [pretraining]) are left out, since [training] is this project's own section in training configs.
@@ -55,12 +56,14 @@ def base_config(with_ranker: bool = True, encoder: str = DEFAULT_ENCODER) -> Con
 
 def build_pipeline(config: Config, esco_path: Union[str, Path],
                    boilerplate_path: Optional[Union[str, Path]] = None) -> Language:
-    """Create and initialize the pipeline a config describes, reading ESCO from `esco_path` and the boilerplate
-    filter's keys from `boilerplate_path` (a corpus' boilerplate.jsonl; none when not given)."""
+    """Create and initialize the pipeline a config describes, reading the taxonomy (an ESCO export or a taxonomy
+    CSV) from `esco_path` and the boilerplate filter's keys from `boilerplate_path` (a corpus' boilerplate.jsonl;
+    none when not given). ``meta["taxonomy"]`` records which taxonomy it was built for (name, hash, size)."""
     paths = {"esco": str(esco_path), "boilerplate": str(boilerplate_path) if boilerplate_path else None}
     config = Config(config).merge({"paths": paths})
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     nlp.initialize()
+    nlp.meta["taxonomy"] = find_taxonomy(nlp).record()
     return nlp
 
 

@@ -146,10 +146,10 @@ class SkillMatcher(Serializable):
     ) -> None:
         if esco_path is None:
             raise ConfigError(
-                f"[initialize.components.{self.name}] esco_path is required: the folder or zips of the ESCO "
-                "CSV export (e.g. ../shared/esco/v1.1.1)."
+                f"[initialize.components.{self.name}] esco_path is required: the taxonomy, the folder or zips of "
+                "the ESCO CSV export (e.g. ../shared/esco/v1.1.1) or a taxonomy CSV (docs/taxonomy.md)."
             )
-        self.set_taxonomy(EscoTaxonomy.from_esco(esco_path))
+        self.set_taxonomy(EscoTaxonomy.load(esco_path))
 
     def set_taxonomy(self, taxonomy: EscoTaxonomy) -> None:
         """Build the patterns from an already loaded knowledge base."""

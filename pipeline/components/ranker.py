@@ -164,12 +164,12 @@ class SkillRanker(Serializable):
     def initialize(self, get_examples: Optional[Callable] = None, *, nlp: Optional[Language] = None,
                    esco_path: Optional[str] = None) -> None:
         """Resolve the encoder weights locally and embed every ESCO skill."""
-        try:  # the knowledge base of a component before it (the matcher), else the export at esco_path
+        try:  # the knowledge base of a component before it (the matcher), else the taxonomy at esco_path
             taxonomy = find_taxonomy(nlp or self.nlp)
         except ConfigError:
             if not esco_path:
                 raise
-            taxonomy = EscoTaxonomy.from_esco(esco_path)
+            taxonomy = EscoTaxonomy.load(esco_path)
         self.encoder = TransformerEncoder(resolve_model_path(self.settings.encoder.name), self.settings.encoder)
         self.rebuild_index(taxonomy)
 

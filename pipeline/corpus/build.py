@@ -305,6 +305,7 @@ class CorpusBuilder:
             "pipeline_version": __version__,
             "esco": {"path": str(esco) if esco else None, "version": getattr(taxonomy, "version", ""),
                      "skills": len(taxonomy), "attribution": ESCO_ATTRIBUTION},
+            "taxonomy": taxonomy.record(),
             "matcher": {"pipeline": str(pipeline_path) if pipeline_path else "assembled from ESCO",
                         "label_policy": policy_report},
             "settings": {**self.settings.model_dump(mode="json"), **run},

@@ -1,22 +1,25 @@
-"""The ESCO knowledge base: skills, their labels and their place in the skill hierarchy.
+"""The taxonomy: concepts (skills), their labels and their place in a hierarchy — what every component reads.
 
-Read once from the official CSV export (the zips as downloaded, or their extracted folder), then serialized
-next to the components that need it, so a pipeline loads it in well under a second without the CSVs.
+Two readers fill it (``Taxonomy.load`` picks one by what the path holds): the ESCO CSV export of any v1.x release
+(``pipeline.esco.esco_csv``) and the generic one-file CSV of any other taxonomy (``pipeline.esco.generic``,
+docs/taxonomy.md). Read once, then serialized next to the components that need it, so a pipeline loads it in
+well under a second without the original files.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import zipfile
+import hashlib
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import srsly
 
-from pipeline.errors import EscoDataError, IncompletePipelineError
+from pipeline.errors import IncompletePipelineError
+
+PathOrPaths = Union[str, Path, Sequence[Union[str, Path]]]
 
 SKILLS_FILE = "skills_en.csv"
 GROUPS_FILE = "skillGroups_en.csv"
@@ -34,11 +37,16 @@ REQUIRED_COLUMNS: Dict[str, Tuple[str, ...]] = {
 }
 OPTIONAL_FILES = (OCCUPATIONS_FILE, OCCUPATION_SKILLS_FILE)
 KB_FILE = "esco_kb.msgpack"
+ESCO_MARKER_COLUMNS = frozenset({"conceptUri", "conceptType", "broaderUri", "occupationUri"})
+
+
+class TaxonomyWarning(UserWarning):
+    """The taxonomy lacks something a step would use (descriptions): the step is off, the run goes on."""
 
 
 @dataclass(frozen=True)
 class Skill:
-    """One ESCO skill or knowledge concept."""
+    """One concept of the taxonomy: an ESCO skill or knowledge concept, or a row of a generic taxonomy CSV."""
 
     uri: str
     preferred_label: str
@@ -82,105 +90,13 @@ class LoadReport:
         return "\n".join(lines)
 
 
-class EscoCsvSource:
-    """Finds the ESCO CSV files inside a folder (extracted, or holding the zips) or inside zip files."""
+class Taxonomy:
+    """Skills by id (ESCO: URI), skill groups, the broader/narrower hierarchy and occupation → skill relations.
 
-    def __init__(self, paths: Union[str, Path, Sequence[Union[str, Path]]]):
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        self.locations: Dict[str, Tuple[Path, Optional[str]]] = {}
-        for path in map(Path, paths):
-            if not path.exists():
-                raise EscoDataError(
-                    f"ESCO export not found at '{path}'. Download the ESCO CSV export (classification, "
-                    "English, and the relations zip) from the ESCO portal and point --esco / ESCO= at the "
-                    "folder that holds the zips or their extracted CSV files."
-                )
-            self._index(path)
-
-    def _index(self, path: Path) -> None:
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.suffix.lower() == ".csv":
-                    self.locations.setdefault(child.name, (child, None))
-                elif child.suffix.lower() == ".zip":
-                    self._index_zip(child)
-        elif path.suffix.lower() == ".zip":
-            self._index_zip(path)
-        elif path.suffix.lower() == ".csv":
-            self.locations.setdefault(path.name, (path, None))
-        else:
-            raise EscoDataError(f"'{path}' is neither a folder, a .zip nor a .csv file of the ESCO export.")
-
-    def _index_zip(self, path: Path) -> None:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                for member in archive.namelist():
-                    name = member.rsplit("/", 1)[-1]
-                    if name.lower().endswith(".csv"):
-                        self.locations.setdefault(name, (path, member))
-        except zipfile.BadZipFile as err:
-            raise EscoDataError(f"'{path}' is not a readable zip file: {err}") from err
-
-    def has(self, name: str) -> bool:
-        return name in self.locations
-
-    def describe(self, name: str) -> str:
-        path, member = self.locations[name]
-        return f"{path}:{member}" if member else str(path)
-
-    def rows(self, name: str, report: LoadReport) -> Iterator[Tuple[int, Dict[str, str]]]:
-        """Yield (line number, row) with the required columns checked up front."""
-        if name not in self.locations:
-            raise EscoDataError(
-                f"'{name}' was not found in the ESCO export ({', '.join(sorted(set(str(p) for p, _ in self.locations.values()))) or 'no CSV files found'}). "
-                "Both zips are needed: the classification (skills, groups) and the relations export."
-            )
-        where = self.describe(name)
-        path, member = self.locations[name]
-        with self._open(path, member) as handle:
-            # strict: an unterminated quote is an error, not a field that silently swallows the rest of the file
-            reader = csv.DictReader(handle, strict=True)
-            try:  # the header read decodes the first chunk: a non-UTF-8 file fails here, not in the row loop
-                reader.fieldnames
-            except (csv.Error, UnicodeDecodeError) as err:
-                raise EscoDataError(f"'{where}' is not a readable UTF-8 CSV file: {err}") from err
-            if not reader.fieldnames:
-                raise EscoDataError(f"'{where}' is empty: expected a CSV header with {REQUIRED_COLUMNS[name]}.")
-            missing = [col for col in REQUIRED_COLUMNS[name] if col not in reader.fieldnames]
-            if missing:
-                raise EscoDataError(
-                    f"'{where}' lacks the column(s) {missing}; found {reader.fieldnames}. "
-                    "Is this the English ESCO v1.x CSV export?"
-                )
-            count = 0
-            try:
-                for row in reader:
-                    count += 1
-                    yield reader.line_num, row
-            except (csv.Error, UnicodeDecodeError) as err:
-                raise EscoDataError(f"'{where}' is malformed near line {reader.line_num}: {err}") from err
-            if count == 0:
-                raise EscoDataError(f"'{where}' has a header but no rows.")
-            report.rows_read[name] += count
-
-    @staticmethod
-    def _open(path: Path, member: Optional[str]) -> io.TextIOBase:
-        if member is None:
-            return open(path, encoding="utf-8-sig", newline="")
-        archive = zipfile.ZipFile(path)
-        return io.TextIOWrapper(archive.open(member), encoding="utf-8-sig", newline="")
-
-
-def _split_labels(value: Optional[str]) -> Tuple[str, ...]:
-    """ESCO stores alternative labels newline-separated in one cell."""
-    if not value:
-        return ()
-    return tuple(dict.fromkeys(label.strip() for label in value.splitlines() if label.strip()))
-
-
-class EscoTaxonomy:
-    """Skills by URI, skill groups, the broader/narrower hierarchy and occupation → skill relations."""
+    ``skills`` are the concepts a pipeline predicts; ``group_labels`` name concepts that only group others in the
+    hierarchy (ESCO's skill groups; rows of ``type`` "group" in the generic CSV). ``name`` and ``kind`` ("esco" or
+    "generic") say which taxonomy it is, for the model's meta.
+    """
 
     def __init__(
         self,
@@ -190,7 +106,11 @@ class EscoTaxonomy:
         occupations: Iterable[Occupation] = (),
         version: str = "",
         report: Optional[LoadReport] = None,
+        name: str = "",
+        kind: str = "esco",
     ):
+        self.name = name or (f"ESCO {version}" if version else "taxonomy")
+        self.kind = kind
         self.skills: Dict[str, Skill] = {skill.uri: skill for skill in skills}
         self.broader: Dict[str, Tuple[str, ...]] = {k: tuple(v) for k, v in broader.items() if v}
         self.group_labels = dict(group_labels)
@@ -215,7 +135,7 @@ class EscoTaxonomy:
         try:
             return self.skills[uri]
         except KeyError:
-            raise KeyError(f"'{uri}' is not an ESCO skill URI of this taxonomy ({self.version})") from None
+            raise KeyError(f"'{uri}' is not an ESCO skill URI of this taxonomy ({self.version or self.name})") from None
 
     def label(self, uri: str) -> str:
         if uri in self.skills:
@@ -279,25 +199,57 @@ class EscoTaxonomy:
             level_parents = next_parents
         return list(found)
 
-    # ---------------------------------------------------------------- reading the official export
+    @property
+    def has_hierarchy(self) -> bool:
+        """Whether any concept has a broader one (what the taxonomy negative sampler walks)."""
+        return bool(self.broader)
+
+    @property
+    def has_descriptions(self) -> bool:
+        """Whether any skill has a description (the description source and the paraphrase dev read them)."""
+        return any(skill.description for skill in self.skills.values())
+
+    # ---------------------------------------------------------------- reading
     @classmethod
-    def from_esco(cls, paths: Union[str, Path, Sequence[Union[str, Path]]], version: str = "") -> "EscoTaxonomy":
-        source = EscoCsvSource(paths)
-        report = LoadReport()
-        skills = list(_read_skills(source, report))
-        if not skills:
-            raise EscoDataError(f"No usable skill rows in '{source.describe(SKILLS_FILE)}'.")
-        group_labels = dict(_read_groups(source, report))
-        broader = _read_broader(source, report, set(group_labels) | {s.uri for s in skills})
-        occupations = list(_read_occupations(source, report))
-        if not version:
-            version = _guess_version(source)
-        return cls(skills, broader, group_labels, occupations, version=version, report=report)
+    def load(cls, paths: PathOrPaths) -> "Taxonomy":
+        """The taxonomy at ``paths``: a generic taxonomy CSV (docs/taxonomy.md), else the ESCO CSV export
+        (a folder, zips or its CSV files). A single CSV is told apart by its header: ESCO's files have
+        ``conceptUri``-style columns, the generic format ``id,preferred_label,…``."""
+        from pipeline.esco.generic import read_generic
+
+        single = Path(paths) if isinstance(paths, (str, Path)) else (Path(paths[0]) if len(paths) == 1 else None)
+        if single is not None and single.suffix.lower() == ".csv" and single.is_file():
+            if not ESCO_MARKER_COLUMNS & set(_header(single)):
+                return read_generic(single)
+        return cls.from_esco(paths)
+
+    @classmethod
+    def from_esco(cls, paths: PathOrPaths, version: str = "") -> "Taxonomy":
+        """The taxonomy of an ESCO CSV export of any v1.x release (``pipeline.esco.esco_csv``)."""
+        from pipeline.esco.esco_csv import read_esco
+
+        return read_esco(paths, version)
+
+    # ---------------------------------------------------------------- identity
+    def content_hash(self) -> str:
+        """SHA-256 of what the pipeline uses (skills, labels, descriptions, types, hierarchy, groups), in a fixed
+        order: the same taxonomy gives the same hash wherever and however it was read."""
+        data = self.to_dict()
+        content = [data["skills"], sorted(data["broader"].items()), sorted(data["group_labels"].items())]
+        return hashlib.sha256(srsly.msgpack_dumps(content)).hexdigest()
+
+    def record(self) -> Dict[str, object]:
+        """What the model's meta says about the taxonomy it was built for (``meta["taxonomy"]``)."""
+        return {"name": self.name, "kind": self.kind, "version": self.version, "concepts": len(self.skills),
+                "groups": len(self.group_labels), "hierarchy": self.has_hierarchy,
+                "descriptions": self.has_descriptions, "sha256": self.content_hash()}
 
     # ---------------------------------------------------------------- serialization
     def to_dict(self) -> dict:
         return {
             "version": self.version,
+            "name": self.name,
+            "kind": self.kind,
             "skills": [
                 [s.uri, s.preferred_label, list(s.alt_labels), list(s.hidden_labels), s.description, s.skill_type,
                  s.reuse_level]
@@ -312,17 +264,18 @@ class EscoTaxonomy:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EscoTaxonomy":
+    def from_dict(cls, data: dict) -> "Taxonomy":
         skills = [Skill(u, p, tuple(a), tuple(h), d, t, r) for u, p, a, h, d, t, r in data["skills"]]
         occupations = [Occupation(u, p, tuple(e), tuple(o)) for u, p, e, o in data.get("occupations", [])]
-        return cls(skills, data["broader"], data["group_labels"], occupations, version=data.get("version", ""))
+        return cls(skills, data["broader"], data["group_labels"], occupations, version=data.get("version", ""),
+                   name=data.get("name", ""), kind=data.get("kind", "esco"))
 
     def to_bytes(self) -> bytes:
         """``to_dict`` as msgpack: what ``KB_FILE`` holds, and the matcher's ``kb`` part in ``nlp.to_bytes()``."""
         return srsly.msgpack_dumps(self.to_dict())
 
     @classmethod
-    def from_bytes(cls, bytes_data: bytes) -> "EscoTaxonomy":
+    def from_bytes(cls, bytes_data: bytes) -> "Taxonomy":
         return cls.from_dict(srsly.msgpack_loads(bytes_data))
 
     def to_disk(self, path: Union[str, Path]) -> None:
@@ -331,85 +284,19 @@ class EscoTaxonomy:
         (path / KB_FILE).write_bytes(self.to_bytes())
 
     @classmethod
-    def from_disk(cls, path: Union[str, Path]) -> "EscoTaxonomy":
-        file = IncompletePipelineError.unless_exists(Path(path) / KB_FILE, "the ESCO knowledge base")
+    def from_disk(cls, path: Union[str, Path]) -> "Taxonomy":
+        file = IncompletePipelineError.unless_exists(Path(path) / KB_FILE, "the taxonomy (knowledge base)")
         return cls.from_bytes(file.read_bytes())
 
 
-def _read_skills(source: EscoCsvSource, report: LoadReport) -> Iterator[Skill]:
-    seen = set()
-    for line, row in source.rows(SKILLS_FILE, report):
-        uri = (row.get("conceptUri") or "").strip()
-        label = (row.get("preferredLabel") or "").strip()
-        if not uri or not label:
-            report.skip(SKILLS_FILE, "no conceptUri or preferredLabel")
-            continue
-        if uri in seen:
-            report.skip(SKILLS_FILE, "duplicate conceptUri")
-            continue
-        seen.add(uri)
-        yield Skill(
-            uri=uri,
-            preferred_label=label,
-            alt_labels=_split_labels(row.get("altLabels")),
-            hidden_labels=_split_labels(row.get("hiddenLabels")),
-            description=(row.get("description") or "").strip(),
-            skill_type=(row.get("skillType") or "").strip(),
-            reuse_level=(row.get("reuseLevel") or "").strip(),
-        )
+# The name every consumer imports; it reads any taxonomy, ESCO's among them.
+EscoTaxonomy = Taxonomy
 
 
-def _read_groups(source: EscoCsvSource, report: LoadReport) -> Iterator[Tuple[str, str]]:
-    for _, row in source.rows(GROUPS_FILE, report):
-        uri, label = (row.get("conceptUri") or "").strip(), (row.get("preferredLabel") or "").strip()
-        if not uri or not label:
-            report.skip(GROUPS_FILE, "no conceptUri or preferredLabel")
-            continue
-        yield uri, label
-
-
-def _read_broader(source: EscoCsvSource, report: LoadReport, known: set) -> Dict[str, List[str]]:
-    broader: Dict[str, List[str]] = defaultdict(list)
-    for _, row in source.rows(BROADER_FILE, report):
-        child, parent = (row.get("conceptUri") or "").strip(), (row.get("broaderUri") or "").strip()
-        if not child or not parent:
-            report.skip(BROADER_FILE, "no conceptUri or broaderUri")
-        elif child not in known or parent not in known:
-            report.skip(BROADER_FILE, "concept not among the skills or skill groups")
-        else:
-            broader[child].append(parent)
-    return broader
-
-
-def _read_occupations(source: EscoCsvSource, report: LoadReport) -> Iterator[Occupation]:
-    """Occupations and their essential/optional skills: weak supervision for skills no ad mentions."""
-    missing = [name for name in OPTIONAL_FILES if not source.has(name)]
-    if missing:
-        report.missing_optional_files.extend(missing)
-        return
-    labels = {}
-    for _, row in source.rows(OCCUPATIONS_FILE, report):
-        uri, label = (row.get("conceptUri") or "").strip(), (row.get("preferredLabel") or "").strip()
-        if uri and label:
-            labels[uri] = label
-        else:
-            report.skip(OCCUPATIONS_FILE, "no conceptUri or preferredLabel")
-    essential: Dict[str, List[str]] = defaultdict(list)
-    optional: Dict[str, List[str]] = defaultdict(list)
-    for _, row in source.rows(OCCUPATION_SKILLS_FILE, report):
-        occ, kind, skill = row["occupationUri"].strip(), row["relationType"].strip(), row["skillUri"].strip()
-        if occ not in labels:
-            report.skip(OCCUPATION_SKILLS_FILE, "unknown occupationUri")
-            continue
-        (essential if kind == "essential" else optional)[occ].append(skill)
-    for uri, label in labels.items():
-        yield Occupation(uri, label, tuple(essential.get(uri, ())), tuple(optional.get(uri, ())))
-
-
-def _guess_version(source: EscoCsvSource) -> str:
-    for path, _ in source.locations.values():
-        for part in (path.name, path.parent.name):
-            if "v1." in part:
-                start = part.index("v1.")
-                return part[start:].split("-")[0].split("_")[0].removesuffix(".zip")
-    return "unknown"
+def _header(path: Path) -> List[str]:
+    """The first row of a CSV file (empty when it has none or cannot be decoded: the reader then says why)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except (UnicodeDecodeError, csv.Error):
+        return []

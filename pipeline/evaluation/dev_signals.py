@@ -14,6 +14,7 @@ the ESCO texts are labels, not ad sentences. Metrics are the benchmark's (RP@5, 
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set
@@ -25,7 +26,7 @@ from pipeline.components.pipes import RANKER, find_taxonomy
 from pipeline.corpus.build import load_corpus
 from pipeline.errors import ConfigError
 from pipeline.esco.heldout import held_out_texts, skills_by_text
-from pipeline.esco.taxonomy import EscoTaxonomy
+from pipeline.esco.taxonomy import EscoTaxonomy, TaxonomyWarning
 from pipeline.evaluation.benchmark import ranking_metrics
 from pipeline.corpus.masking import mask_with_offsets
 
@@ -78,7 +79,12 @@ def corpus_skills(corpus_dir: Path) -> Set[str]:
 
 def paraphrase_examples(taxonomy: EscoTaxonomy, named: Set[str], limit: int = MAX_PARAPHRASES,
                         seed: int = 0) -> List[DevExample]:
-    """A seeded sample of the held-out ESCO texts; a label shared by several skills makes each of them gold."""
+    """A seeded sample of the held-out ESCO texts; a label shared by several skills makes each of them gold.
+    Empty for a taxonomy without descriptions (its held-out slice would be a few alternative labels at most)."""
+    if not taxonomy.has_descriptions:
+        warnings.warn(f"the paraphrase dev signal is off: the taxonomy '{taxonomy.name}' has no descriptions.",
+                      TaxonomyWarning, stacklevel=2)
+        return []
     items = held_out_texts(taxonomy)
     items = random.Random(seed).sample(items, min(limit, len(items)))
     shared = skills_by_text(taxonomy)

@@ -57,6 +57,7 @@ class NegativeSampler:
 
     name = "base"
     needs_index = False
+    section = SECTION  # the config block it was built from (a mixture names its samplers' blocks)
 
     def bind(self, taxonomy: EscoTaxonomy, uris: Sequence[str]) -> None:
         """Called once before training with the skill order used for indices."""
@@ -129,6 +130,17 @@ class TaxonomyNegatives(NegativeSampler):
         self.num_negatives, self.max_levels = num_negatives, max_levels
         self._cache: Dict[int, List[int]] = {}
 
+    def bind(self, taxonomy: EscoTaxonomy, uris: Sequence[str]) -> None:
+        """Refuses a taxonomy without a hierarchy (unless asked for no negatives): every draw would come back
+        empty, and training would go on with fewer negatives than the config says, unnoticed."""
+        if self.num_negatives and not taxonomy.has_hierarchy:
+            raise ConfigError(
+                f"[{self.section}] esco.taxonomy_negatives.v1 draws its negatives from the taxonomy's hierarchy, "
+                f"and '{taxonomy.name}' has none (no concept has a broader one). Use esco.in_batch_negatives.v1, "
+                "esco.hard_negatives.v1 or esco.random_negatives.v1 there instead, or num_negatives = 0 in a "
+                "mixture: configs/flat.cfg is the default recipe so (make train CONFIG=configs/flat.cfg).")
+        super().bind(taxonomy, uris)
+
     def relatives(self, skill: int) -> List[int]:
         if skill not in self._cache:
             uris = self.taxonomy.relatives(self.uris[skill], min_count=self.num_negatives, max_levels=self.max_levels)
@@ -198,6 +210,7 @@ class MixtureNegatives(NegativeSampler):
         for key, sampler in samplers.items():
             if not isinstance(sampler, NegativeSampler):
                 raise ConfigError(f"[{SECTION}.samplers.{key}] is not a negative sampler: {sampler!r}")
+            sampler.section = f"{SECTION}.samplers.{key}"
         self.samplers = dict(samplers)
         self.needs_index = any(s.needs_index for s in self.samplers.values())
         self.refresh_every = min((getattr(s, "refresh_every", 10**9) for s in self.samplers.values()))

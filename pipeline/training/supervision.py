@@ -10,6 +10,7 @@ description describes it. Each source is a registered function named in ``[train
 """
 
 import random
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from spacy.util import registry
 
 from pipeline.errors import ConfigError
 from pipeline.esco.heldout import skills_by_text, training_texts
-from pipeline.esco.taxonomy import EscoTaxonomy
+from pipeline.esco.taxonomy import EscoTaxonomy, TaxonomyWarning
 from pipeline.settings import checked
 from pipeline.training.negatives import Count, PositiveCount
 
@@ -137,6 +138,10 @@ class DescriptionPairs(PairSource):
         self.max_pairs, self.max_chars, self.per_skill = max_pairs, max_chars, per_skill
 
     def pairs(self, ctx: SupervisionContext) -> List[TrainingPair]:
+        if not ctx.taxonomy.has_descriptions:
+            warnings.warn(f"[{SECTION}] esco.description_pairs.v1 is off: the taxonomy '{ctx.taxonomy.name}' has no "
+                          "descriptions.", TaxonomyWarning, stacklevel=2)
+            return []
         pairs = esco_text_pairs(ctx, "description", self.per_skill, self.name, self.max_chars)
         return _cap(pairs, self.max_pairs, ctx.rng)
 

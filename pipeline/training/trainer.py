@@ -45,6 +45,7 @@ from pipeline.corpus.storage import corpus_boilerplate
 from pipeline.training.negatives import NegativeSampler, SamplingContext
 from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import SupervisionContext, TrainingPair, collect_pairs
+from pipeline.training.taxonomy_fit import check_corpus_taxonomy, validation_for
 
 LOG_FILE = "training_log.jsonl"
 RECENT_INDEXES = 3  # skill indexes kept in memory (13,896 × 384 float32: 21 MB each)
@@ -331,6 +332,8 @@ def train(config_path: Path, corpus_dir: Optional[Path], output: Path, *, esco: 
     if RANKER not in nlp.pipe_names:
         raise ConfigError(f"[nlp] pipeline must contain '{RANKER}' to be trained, got {nlp.pipe_names}")
     taxonomy = find_taxonomy(nlp)
+    validation = validation_for(taxonomy, validation)  # benchmark files that name none of its concepts: dropped
+    check_corpus_taxonomy(taxonomy, corpus_dir)
     ctx = SupervisionContext(taxonomy, nlp.get_pipe(RANKER).index.uris, Path(corpus_dir) if corpus_dir else None,
                              random.Random(seed))
     pairs, counts = collect_pairs(sources, ctx)
