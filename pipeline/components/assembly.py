@@ -63,7 +63,8 @@ def build_pipeline(config: Config, esco_path: Union[str, Path],
     config = Config(config).merge({"paths": paths})
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     nlp.initialize()
-    nlp.meta["taxonomy"] = find_taxonomy(nlp).record()
+    if any(name in nlp.pipe_names for name in (MATCHER, RANKER)):  # a pipeline that reads the taxonomy at all
+        nlp.meta["taxonomy"] = find_taxonomy(nlp).record()
     return nlp
 
 
