@@ -31,7 +31,9 @@ so the matcher-only and the full pipeline give the same shape.
 
 The CSV holds the set, one row per (ad, skill): ``ad_id, uri, label, score, explicit, probability, evidence``
 (evidence words joined by `` | ``); ``ranking=True`` writes every ranked row instead. The table (``--table``) is
-an ad-level summary of the set; ``html_path`` writes the view of every ad (``commands.render``).
+an ad-level summary of the set (each skill with its evidence words), under a line that says which model made it
+(``describe_model``: trained or not, calibrated or not, and how to get the trained one); ``html_path`` writes
+the view of every ad (``commands.render``).
 """
 
 from __future__ import annotations
@@ -55,16 +57,17 @@ from wasabi import table
 
 from pipeline.commands.isolation import AdOutcome, pipe_isolated
 from pipeline.commands.render import CONTENT_SLOT, PAGE, render_ad, sentences_of
-from pipeline.components.pipes import load_pipeline
+from pipeline.components.pipes import DECIDER, RANKER, RERANKER, load_pipeline
 from pipeline.components.predictions import SkillPrediction
 from pipeline.components.segmenter import LongDocumentWarning, NonEnglishWarning
 from pipeline.errors import ConfigError
 from pipeline.io.failures import FailedAd, FailedAdsFile, failed_path
 from pipeline.io.jobads import ID_FIELD, TEXT_FIELD, AdFormat, JobAd, ReadReport, iter_ads, resolve_inputs
-from pipeline.io.records import CSV_COLUMNS, ExtractSummary, csv_rows
+from pipeline.io.records import CSV_COLUMNS, ExtractSummary, csv_rows, evidence_text
 
 SENTENCE_CLIP = 60  # characters of a sentence shown in the table
 SENTENCES_SHOWN = 2  # sentences shown per skill in the table
+EVIDENCE_CLIP = 40  # characters of a skill's evidence words shown in the table
 FAILURES_WARNED = 10  # failed ads named one by one in the run's warning (all are in the failed file and counts)
 
 PathLike = Union[str, Path]
@@ -130,6 +133,33 @@ def pipe_records(nlp: Language, ads: Iterable[JobAd], *, batch_size: int = 32,
 
 
 # ---------------------------------------------------------------------------------------------- the table
+TRAIN_HINT = ("not the trained model: make corpus && make train trains it (about 35 minutes), then make run uses "
+              "build/model")
+
+
+def describe_model(nlp: Language) -> str:
+    """Which model the table's predictions come from, read from what the pipeline holds (its pipes, the training
+    summary and the calibration in its meta): an untrained encoder must not pass for the trained pipeline."""
+    if RANKER not in nlp.pipe_names:
+        return f"model: literal matcher only (explicit skills, no implied ones)\n{TRAIN_HINT}"
+    training = (nlp.meta.get("esco") or {}).get("training")
+    name = nlp.config["components"][RANKER]["encoder"]["name"]
+    encoder = f"trained encoder (from {name}, seed {training.get('seed')})" if training \
+        else f"untrained encoder ({name} as published)"
+    reranker = " + cross-encoder reranker" if RERANKER in nlp.pipe_names else ""
+    return f"model: {encoder}{reranker}, {_decider_description(nlp)}" + ("" if training else f"\n{TRAIN_HINT}")
+
+
+def _decider_description(nlp: Language) -> str:
+    if DECIDER not in nlp.pipe_names or not nlp.get_pipe(DECIDER).calibrated:
+        return ("decider uncalibrated: literal matches only, no implied skill (python -m pipeline calibrate MODEL "
+                "--validation <benchmark file> calibrates it)")
+    calibration = nlp.meta.get("calibration") or {}
+    files = (calibration.get("fitted_on") or {}).get("validation")
+    gate = "boilerplate gate fitted on a corpus" if "gate" in calibration else "no corpus: boilerplate gate open"
+    return f"decisions calibrated on the benchmark files{' ' + ' + '.join(files) if files else ''} ({gate})"
+
+
 def format_ad_table(record: Dict[str, Any], top_k: int = 10) -> str:
     """An ad-level summary of one record: the skills the ad asks for (its set), explicit and implied apart, each
     with its probability and the sentences that ask for it; then the sentences that ask for none, by reason."""
@@ -156,13 +186,14 @@ def _skill_table(name: str, skills: List[Dict[str, Any]], asking: Dict[str, List
             str(rank),
             _clip(skill["label"], 45),
             _probability(skill),
+            _clip(evidence_text(skill), EVIDENCE_CLIP) or "-",
             _sentence_cell(asking.get(skill["uri"], [])),
             skill["uri"],
         )
         for rank, skill in enumerate(skills[:top_k], start=1)
     ]
-    header = ("#", "ESCO skill", "prob.", "asked for in", "ESCO URI")
-    return title + "\n" + table(rows, header=header, divider=True, aligns=("r", "l", "r", "l", "l"), max_col=100)
+    header = ("#", "ESCO skill", "prob.", "evidence", "asked for in", "ESCO URI")
+    return title + "\n" + table(rows, header=header, divider=True, aligns=("r", "l", "r", "l", "l", "l"), max_col=100)
 
 
 def _asking_sentences(record: Dict[str, Any]) -> Dict[str, List[str]]:
@@ -300,13 +331,15 @@ def extract_file(
     summary = ExtractSummary()
     outputs = Outputs(output, csv_path, html_path, ranking, print_table, top_k)
     failures: List[FailedAd] = []
+    stream = stream if stream is not None else sys.stdout
+    if print_table:
+        stream.write(describe_model(nlp) + "\n\n")
     with per_ad_warnings_silenced(), ExitStack() as stack:
         failed_file = stack.enter_context(FailedAdsFile(failed_path(output))) if output is not None else None
         outcomes = pipe_isolated(nlp, iter_ads(files, ad_format, report),
                                  functools.partial(ad_output, outputs=outputs), batch_size=batch_size,
                                  n_process=n_process, fail_fast=fail_fast)
-        for failure in _write_outcomes(outcomes, summary, Path(input).name, outputs,
-                                       stream if stream is not None else sys.stdout):
+        for failure in _write_outcomes(outcomes, summary, Path(input).name, outputs, stream):
             summary.add_failed(failure)
             if failed_file is not None:
                 failed_file.write(failure)

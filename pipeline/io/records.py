@@ -21,9 +21,13 @@ CSV_COLUMNS = ("ad_id", "uri", "label", "score", "explicit", "probability", "evi
 def csv_rows(record: Dict[str, Any], ranking: bool = False) -> Iterator[Tuple[str, str, str, float, bool, Any, str]]:
     """The ad's set (every ranked prediction with ``ranking``) as CSV rows of ``CSV_COLUMNS``."""
     for skill in record["ranking" if ranking else "skills"]:
-        evidence = " | ".join(dict.fromkeys(e["text"] for e in skill.get("evidence", [])))
         yield (record["id"], skill["uri"], skill["label"], skill["score"], skill["explicit"],
-               skill.get("probability", ""), evidence)
+               skill.get("probability", ""), evidence_text(skill))
+
+
+def evidence_text(skill: Dict[str, Any]) -> str:
+    """A prediction's evidence words, each once, joined by `` | `` (the CSV's cell, the table's column)."""
+    return " | ".join(dict.fromkeys(e["text"] for e in skill.get("evidence", [])))
 
 
 @dataclass

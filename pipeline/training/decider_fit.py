@@ -177,6 +177,8 @@ def calibrate_pipeline(nlp: Language, corpus_dir: Optional[PathLike], validation
     files = {name: tabulate(benchmark_docs(nlp, path, name), decider, taxonomy,
                             (lambda _: gate) if gate is not None else None)
              for path, name in validation_names(validation).items()}
+    # what the shipped fit saw, for whoever shows the model (extract's table says which model it is)
+    report["fitted_on"] = {"validation": list(files), "corpus": str(corpus_dir) if corpus_dir is not None else None}
     boiler_fit = boiler_held = None
     if fitted is not None:
         lines = fitted.boilerplate
