@@ -38,6 +38,13 @@ def test_package_meta_names_esco_attribution_license_and_the_project_requirement
     assert "spacy>=3.8" in meta["requirements"]
 
 
+def test_a_package_of_another_taxonomy_names_it_and_claims_no_esco():
+    meta = package_meta({"lang": "en", "taxonomy": {"name": "acme_tools", "kind": "generic", "sha256": "ab12"}},
+                        "x", "1.0.0")
+    assert "acme_tools" in meta["description"] and "ESCO" not in meta["description"]
+    assert meta["sources"] == [{"name": "acme_tools", "sha256": "ab12"}] and "esco" not in meta
+
+
 def test_wheel_installs_in_fresh_venv_and_loads_offline(trained, tmp_path):
     model_dir, _ = trained
     wheel = build_package(model_dir, tmp_path / "dist")

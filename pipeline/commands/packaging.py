@@ -28,33 +28,40 @@ PACKAGE_NAME, PACKAGE_VERSION = "esco_skills", "0.1.0"  # the wheel en_esco_skil
 
 
 def package_meta(meta: Dict, name: str, version: str, encoder: Optional[str] = None) -> Dict:
-    """Add what a user of the wheel should see: ESCO version and attribution, license, how it was trained, and
-    the encoder it was trained from (``encoder``, the name in the pipeline's config; the default one's license
-    is known, Apache-2.0)."""
+    """Add what a user of the wheel should see: the taxonomy (ESCO's version and attribution, or the user's own
+    taxonomy as ``meta["taxonomy"]`` records it), license, how it was trained, and the encoder it was trained from
+    (``encoder``, the name in the pipeline's config; the default one's license is known, Apache-2.0)."""
     meta = dict(meta)
     esco = dict(meta.get("esco", {}))
+    taxonomy = meta.get("taxonomy") or {"kind": "esco"}  # pipelines built before #22 were all ESCO
+    is_esco = taxonomy.get("kind", "esco") == "esco"
+    skills = "ESCO skills" if is_esco else f"skills of the taxonomy '{taxonomy.get('name', '')}'"
     meta.update(
         name=name,
         version=version,
         description=(
-            "Finds the ESCO skills a job ad asks for: explicit skill spans (literal ESCO label matching) and "
-            "implicit skills per sentence and per ad (a bi-encoder trained by distant supervision). "
-            + ESCO_ATTRIBUTION
+            f"Finds the {skills} a job ad asks for: explicit skill spans (literal label matching) and "
+            "implicit skills per sentence and per ad (a bi-encoder trained by distant supervision)."
+            + (" " + ESCO_ATTRIBUTION if is_esco else "")
         ),
-        license=LICENSE,
+        license=LICENSE if is_esco else "MIT (code); the taxonomy: its owner's terms",
         author=meta.get("author") or "esco-skill-pipeline contributors",
-        sources=[
-            {"name": f"ESCO classification {esco.get('version', '')}".strip(),
-             "url": "https://esco.ec.europa.eu/en/use-esco/download",
-             "license": "European Commission reuse policy: reuse allowed with attribution",
-             "attribution": ESCO_ATTRIBUTION},
-        ] + ([encoder_source(encoder)] if encoder else []),
+        sources=([taxonomy_source(esco.get("version", ""))] if is_esco else
+                 [{"name": taxonomy.get("name", ""), "sha256": taxonomy.get("sha256", "")}])
+        + ([encoder_source(encoder)] if encoder else []),
     )
     requirements = [r for r in meta.get("requirements", []) if not r.startswith(DISTRIBUTION)]
     meta["requirements"] = requirements + [f"{DISTRIBUTION}>={__version__}"]
-    esco["attribution"] = ESCO_ATTRIBUTION
-    meta["esco"] = esco
+    if is_esco:
+        esco["attribution"] = ESCO_ATTRIBUTION
+        meta["esco"] = esco
     return meta
+
+
+def taxonomy_source(version: str) -> Dict[str, str]:
+    return {"name": f"ESCO classification {version}".strip(), "url": "https://esco.ec.europa.eu/en/use-esco/download",
+            "license": "European Commission reuse policy: reuse allowed with attribution",
+            "attribution": ESCO_ATTRIBUTION}
 
 
 def build_package(model_dir: Path, output: Path, *, name: str = PACKAGE_NAME, version: str = PACKAGE_VERSION,
