@@ -195,17 +195,18 @@ class SkillRanker(Serializable):
         with_pieces = self._pieces_wanted()
         for batch in minibatch(docs, size=batch_size * SORT_WINDOW):
             sentences = [(doc, sent) for doc in batch for sent in self._sentences(doc)]
-            scores, pieces = self._unique_scores([sent.text.strip() for _, sent in sentences], with_pieces)
+            scores, rows, pieces = self._unique_scores([sent.text.strip() for _, sent in sentences], with_pieces)
             # Sentences too short to rank keep what the matcher found in them.
             per_doc: Dict[int, Dict[int, List[SkillPrediction]]] = {id(doc): doc._.esco_sentence_skills for doc in batch}
-            for (doc, sent), row in zip(sentences, scores):
-                per_doc[id(doc)][sent.start] = self.rank_sentence(sent, row, per_doc[id(doc)])
+            for (doc, sent), row in zip(sentences, rows):
+                per_doc[id(doc)][sent.start] = self.rank_sentence(sent, scores[row], per_doc[id(doc)])
             if pieces is not None:
                 kept: Dict[int, Dict[int, TokenEncoding]] = {id(doc): {} for doc in batch}
-                for (doc, sent), encoding in zip(sentences, pieces):
-                    kept[id(doc)][sent.start] = unstripped(encoding, sent.text)
+                for (doc, sent), row in zip(sentences, rows):
+                    kept[id(doc)][sent.start] = unstripped(pieces[row], sent.text)
                 for doc in batch:
                     keep_piece_vectors(doc, kept[id(doc)])
+            del scores, pieces  # not held while the docs go on down the pipeline (the next window's would add up)
             for doc in batch:
                 set_predictions(doc, per_doc[id(doc)])
                 yield doc
@@ -214,14 +215,15 @@ class SkillRanker(Serializable):
         return any(getattr(proc, "reads_piece_vectors", False) for _, proc in self.nlp.pipeline)
 
     def _unique_scores(self, texts: List[str], with_pieces: bool = False
-                       ) -> Tuple[np.ndarray, Optional[List[TokenEncoding]]]:
-        """[len(texts), n_skills] scores (and each text's word pieces, ``with_pieces``); a sentence repeated in the
-        batch (boilerplate, a pasted ad) is embedded and scored once, its pieces shared, not copied."""
+                       ) -> Tuple[np.ndarray, np.ndarray, Optional[List[TokenEncoding]]]:
+        """Scores ``[n_unique, n_skills]`` of the distinct texts, each text's row in them, and (``with_pieces``) the
+        distinct texts' word pieces: a sentence repeated in the batch (boilerplate, a pasted ad) is embedded and
+        scored once, and its row is not copied (a window of ads holds thousands of 13,896-wide rows)."""
         if not texts:
-            return np.zeros((0, len(self.index)), np.float32), ([] if with_pieces else None)
-        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+            return np.zeros((0, len(self.index)), np.float32), np.zeros(0, np.int64), ([] if with_pieces else None)
+        unique, rows = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         scores, pieces = self.score_and_encode(list(unique), with_pieces)
-        return scores[inverse], ([pieces[i] for i in inverse] if pieces is not None else None)
+        return scores, rows.reshape(-1), pieces
 
     def _check_ready(self) -> None:
         if self.encoder is None or self.index is None:
@@ -286,7 +288,7 @@ class SkillRanker(Serializable):
             scores = np.stack(rows) if rows else np.zeros((0, len(self.index)), np.float32)
         else:
             scores = self.index.scores(vectors, settings.label_pooling)
-        return np.clip(scores, 0.0, 1.0), pieces
+        return np.clip(scores, 0.0, 1.0, out=scores), pieces  # in place: no second [n, n_skills] array
 
     # ------------------------------------------------------------------ serialization
     def serialization_parts(self) -> Dict[str, Part]:
