@@ -29,7 +29,11 @@ def test_bench_times_every_stage_of_the_full_pipeline_on_real_ads(pipeline_dir, 
         assert results[key]["n"] == 40 and results[key]["min"] <= results[key]["sentences/s"] <= results[key]["max"]
     assert results["full pipeline, whole ads"]["n"] == 4 and results["full pipeline, whole ads"]["ads/s"] > 0
     assert 0 < results["full pipeline"]["share of encoder limit"] < 2
+    assert results["full pipeline"]["decider on"] == 0.0  # the assembled pipeline's decider is uncalibrated
     assert results["peak memory"]["MB"] > 100 and results["load"]["seconds"] > 0
+    cold = results["cold start"]  # a fresh process: import, load, first call, each timed
+    assert cold["seconds"] == pytest.approx(cold["import spacy s"] + cold["spacy.load s"] + cold["first call s"])
+    assert cold["import spacy s"] > 0 and cold["spacy.load s"] > 0 and cold["first call s"] > 0
     if HAS_ORT:  # each fast-path rate is compared with the float rate it replaces
         fast = results["onnx-int8 full pipeline, whole ads"]
         assert fast["speed-up vs full pipeline, whole ads"] == pytest.approx(
@@ -77,6 +81,8 @@ def test_bench_command_prints_the_table_for_a_matcher_only_pipeline(matcher_dir,
                                       "--sentences", "30", "--ads", "3", "--repeats", "1", "--ray-workers", "0"])
     assert result.exit_code == 0, result.output
     assert "matcher only" in result.output and "raw encoder" not in result.output
+    assert re.search(r"cold start +seconds [\d.]+, import spacy s [\d.]+, spacy\.load s [\d.]+, first call s",
+                     result.output)
 
 
 @pytest.mark.heavy  # 4 s or more: make test, not make test-fast

@@ -9,8 +9,8 @@ import spacy
 
 from pipeline.components.assembly import base_config
 from pipeline.components.decider import GATE_FILE, NO_SKILL, SkillDecider, encode_sentences, with_gate
-from pipeline.components.pipes import BOILERPLATE, DECIDER, find_taxonomy
-from pipeline.components.predictions import mark_skipped
+from pipeline.components.pipes import BOILERPLATE, DECIDER, RANKER, find_taxonomy
+from pipeline.components.predictions import PIECES_KEY, mark_skipped, take_piece_vectors
 from pipeline.errors import ConfigError, IncompletePipelineError
 from pipeline.evaluation.calibration_report import decided_sets
 from pipeline.training.decider_fit import POOLED, CalibrationSettings, calibrate_pipeline, save_calibration
@@ -38,9 +38,13 @@ def calibrated(pipeline_dir, nhs_corpus, shared_path):
 
 
 def decisions(nlp, texts):
+    return decided(nlp.pipe(texts))
+
+
+def decided(docs):
     return [[(s.start, [(p.uri, round(p.probability, 5), [(e.start_char, e.end_char) for e in p.evidence])
                         for p in s._.esco_skill_set], s._.esco_no_skill_reason) for s in doc.sents]
-            for doc in nlp.pipe(texts)]
+            for doc in docs]
 
 
 def test_gate_fitted_on_the_slice_separates_held_back_boilerplate_from_skill_sentences(calibrated):
@@ -178,6 +182,38 @@ def test_evidence_offsets_point_at_content_words_of_the_sentence(calibrated, uri
                     found[pred.uri] = [e.text for e in evidence]
     assert "patient" in found[uri_of("patient record storage")]  # "keep the ward's patient files in order"
     assert "budget" in found[uri_of("manage budgets")]
+
+
+def without_probabilities(decided_docs):
+    return [[(start, [(uri, evidence) for uri, _, evidence in skills], reason) for start, skills, reason in doc]
+            for doc in decided_docs]
+
+
+def probabilities(decided_docs):
+    return [p for doc in decided_docs for _, skills, _ in doc for _, p, _ in skills]
+
+
+def test_decider_reads_the_rankers_word_pieces_and_decides_as_with_a_pass_of_its_own(calibrated):
+    """The ranker's one pass leaves every ranked sentence's word pieces for a calibrated decider (its gate and
+    evidence need no second pass); the sets, probabilities and evidence offsets (sentences after a blank line
+    included) are those of the decider encoding the sentences itself, and no piece is left on a doc."""
+    nlp, _ = calibrated
+    decider, ranker = nlp.get_pipe(DECIDER), nlp.get_pipe(RANKER)
+    texts = [f"{EXPLICIT}\n{IMPLIED}", NO_SKILL_AD, "Main duties:\n\n   You will manage the team's budget and "
+             "prepare monthly financial reports.\n  \n Python and SQL.", f"{IMPLIED}\n{IMPLIED}"]
+    shared = decisions(nlp, texts)
+    with nlp.select_pipes(disable=[RANKER, DECIDER]):
+        prepared = list(nlp.pipe(texts))
+    for doc in ranker.pipe(prepared):  # the decider is in the pipeline: the ranker keeps the pieces
+        cands = decider.candidates(doc, take_piece_vectors(doc))
+        assert cands and all(c.encoding is not None and c.encoding[0].max() <= len(c.sent.text) for c in cands)
+    with nlp.select_pipes(disable=[DECIDER]):  # no decider after it: the ranker keeps nothing
+        ranked = list(nlp.pipe(texts))
+    assert not any(PIECES_KEY in doc.user_data for doc in ranked)
+    own = decided(decider.pipe(ranked))  # the decider encodes what it needs itself
+    assert without_probabilities(shared) == without_probabilities(own) and any(s for d in shared for _, s, _ in d)
+    assert probabilities(shared) == pytest.approx(probabilities(own), abs=2e-5)
+    assert not any(PIECES_KEY in doc.user_data for doc in nlp.pipe(texts))
 
 
 def test_skipped_sentence_gets_the_filter_reason_even_with_a_literal_match(calibrated, uri_of):

@@ -8,7 +8,7 @@ from pipeline.components.assembly import base_config
 from pipeline.components.pipes import load_pipeline
 from pipeline.components.encoder import DEFAULT_ENCODER, resolve_model_path
 from pipeline.errors import ConfigError, ModelNotFoundError
-from pipeline.components.predictions import SPANS_KEY
+from pipeline.components.predictions import PIECES_KEY, SPANS_KEY
 
 IMPLICIT = "You will keep the ward's patient files in order."
 
@@ -140,3 +140,23 @@ def test_token_scoring_ranks_the_implied_skill_and_mismatched_index_fails(pipeli
             ranker.score_texts([IMPLICIT])
     finally:
         ranker.settings = shipped
+
+
+def test_one_encoder_pass_ranks_as_encode_and_gives_the_word_pieces(pipeline_nlp):
+    """The ranker's shared pass (sentence vectors + word pieces for the decider) ranks exactly as ``encode``."""
+    ranker = pipeline_nlp.get_pipe("esco_skill_ranker")
+    texts = [IMPLICIT, "Python and SQL.", "You will manage the team's budget and prepare monthly financial reports "
+             "for the board, the trustees and the regional commissioners.", "Python and SQL."]
+    vectors, pieces = ranker.encoder.encode_with_tokens(texts, batch_size=2)
+    np.testing.assert_allclose(vectors, ranker.encoder.encode(texts, batch_size=2), atol=1e-5)
+    scores, shared = ranker.score_and_encode(texts, with_pieces=True)
+    np.testing.assert_allclose(scores, ranker.score_texts(texts), atol=1e-5)
+    for text, (offsets, units), (alone_offsets, alone_units) in zip(texts, pieces, ranker.encoder.encode_tokens(texts)):
+        assert all(text[a:b].strip() for a, b in offsets)  # each piece is a piece of a word, no special token
+        np.testing.assert_allclose(np.linalg.norm(units, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(offsets, alone_offsets)
+        np.testing.assert_allclose(units, alone_units, atol=1e-5)
+    assert [IMPLICIT[a:b] for a, b in pieces[0][0]][:4] == ["You", "will", "keep", "the"]
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(pieces, shared))
+    # an uncalibrated decider reads no pieces: the ranker keeps none on the doc
+    assert PIECES_KEY not in pipeline_nlp(IMPLICIT).user_data

@@ -23,11 +23,13 @@ The ranker lists ten skills for every sentence, headings and benefits included. 
    punctuation and words without letters skipped, the best ``evidence_words`` at or above ``evidence_floor``),
    as character offsets into ``doc.text``. Explicit members keep their mentions as evidence.
 
-Cost: the ranker keeps no sentence vectors, so the gate needs one more encoder pass — but only over the sentences
-where it can change the answer: those with a literal match, or with an implied candidate that would pass its
-threshold at the most favourable gate value. That one pass (``TransformerEncoder.encode_tokens``) gives both the
-gate's sentence vector (the mean of the word-piece vectors) and the evidence; every other sentence is not
-re-encoded. ``make bench`` shows the cost.
+Cost: none in the encoder. The ranker's one pass per sentence (``TransformerEncoder.encode_with_tokens``) yields
+both its sentence vector and the word-piece vectors, which it leaves on the doc for this component (a private
+``user_data`` entry, ``take_piece_vectors``, removed here before the doc leaves the pipeline). The gate's sentence
+vector is the normalized mean of those pieces, and the evidence reads them. Only a sentence the ranker did not
+rank (too short, yet with a literal match) is encoded here, and only where the gate can change its answer: a
+literal match, or an implied candidate that would pass its threshold at the most favourable gate value.
+``make bench`` shows the cost.
 
 Calibration (``pipeline/training/decider_fit.py``, ``python -m pipeline calibrate``, and the end of ``train``)
 fits every number here from data and writes them into the config (``calibrated = true``); the pipeline ships
@@ -49,8 +51,8 @@ from spacy.util import minibatch
 from pipeline.components.factory import component_factory
 from pipeline.components.pipes import DECIDER, RANKER
 from pipeline.components.segmenter import sentences
-from pipeline.components.predictions import (Evidence, SkillPrediction, register_extensions, set_decisions,
-                                              skipped_sentences)
+from pipeline.components.predictions import (Evidence, SkillPrediction, TokenEncoding, register_extensions,
+                                              set_decisions, skipped_sentences, take_piece_vectors)
 from pipeline.errors import ConfigError, IncompletePipelineError
 from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt
@@ -59,7 +61,6 @@ GATE_FILE = "gate.npy"
 SKILL_FEATURES = ("score", "gap", "log_rank", "sentence_top", "literal_matches", "log_words", "gate")  # per candidate;
 # coefficients = [bias, *one per feature]. The gate comes last: the model is linear in it (see best_case).
 NO_SKILL = "no_skill"
-TokenEncoding = Tuple[np.ndarray, np.ndarray]  # word-piece char offsets [T, 2], unit vectors [T, D]
 
 Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 Probability = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
@@ -285,10 +286,16 @@ class SkillDecider(Serializable):
     def __call__(self, doc: Doc) -> Doc:
         return next(iter(self.pipe([doc])))
 
+    @property
+    def reads_piece_vectors(self) -> bool:
+        """Asks the ranker to keep its word pieces on the doc (``SkillRanker.pipe``): only a calibrated decider
+        reads them."""
+        return self.calibrated
+
     def pipe(self, docs: Iterable[Doc], batch_size: int = 64) -> Iterator[Doc]:
         """Decide a batch of docs; the sentences that need encoding are encoded together across the batch."""
         for batch in minibatch(docs, size=batch_size):
-            per_doc = [self.candidates(doc) for doc in batch]
+            per_doc = [self.candidates(doc, take_piece_vectors(doc)) for doc in batch]
             if self.calibrated:
                 self.encode_needed([c for doc_cands in per_doc for c in doc_cands])
             for doc, doc_cands in zip(batch, per_doc):
@@ -298,18 +305,20 @@ class SkillDecider(Serializable):
                 set_decisions(doc, decisions)
                 yield doc
 
-    def candidates(self, doc: Doc) -> List[SentenceCandidates]:
-        """The ranked sentences of ``doc`` that a filter did not skip."""
+    def candidates(self, doc: Doc, pieces: Optional[Dict[int, TokenEncoding]] = None) -> List[SentenceCandidates]:
+        """The ranked sentences of ``doc`` that a filter did not skip, with the word pieces the ranker left for
+        them (``pieces``, by sentence start)."""
         skipped = skipped_sentences(doc)
         rankings = doc._.esco_sentence_skills
-        sents = sentences(doc)
+        pieces = pieces or {}
         out = []
-        for sent in sents:
+        for sent in sentences(doc):
             ranking = rankings.get(sent.start)
             if sent.start in skipped or not ranking:
                 continue
             out.append(SentenceCandidates(sent, ranking, skill_features(ranking, sent, self.explicit_weight),
-                                          np.array([p.explicit for p in ranking], bool)))
+                                          np.array([p.explicit for p in ranking], bool),
+                                          encoding=pieces.get(sent.start)))
         return out
 
     def needs_gate(self, cands: SentenceCandidates) -> bool:
@@ -321,15 +330,17 @@ class SkillDecider(Serializable):
         return bool(len(implied)) and bool((self.models.implied.best_case(implied) >= self.thresholds.implied).any())
 
     def encode_needed(self, sentences: List[SentenceCandidates]) -> None:
-        """Encode, in one pass, the sentences whose decision needs the gate (their implied members also need
-        evidence); set their gate probability."""
+        """Set the gate probability of the sentences whose decision needs it (their implied members also need
+        evidence); those the ranker left no word pieces for are encoded, in one pass."""
         encoder = self.encoder
         needed = [c for c in sentences if self.needs_gate(c)]
-        encodings = encode_sentences(encoder, [c.sent.text for c in needed]) if encoder is not None else []
-        for i, c in enumerate(needed):
-            c.encoding = encodings[i] if encodings else None
+        missing = [c for c in needed if c.encoding is None]
+        if encoder is not None and missing:
+            for c, encoding in zip(missing, encode_sentences(encoder, [c.sent.text for c in missing])):
+                c.encoding = encoding
+        for c in needed:
             # Without an encoder (a matcher-only pipeline) or gate weights, the gate is open.
-            c.gate = self.gate_probability(c.encoding) if c.encoding and self.has_gate else 1.0
+            c.gate = self.gate_probability(c.encoding) if c.encoding is not None and self.has_gate else 1.0
 
     def gate_probability(self, encoding: TokenEncoding) -> float:
         vector = sentence_vector(encoding)

@@ -26,6 +26,7 @@ from spacy.util import registry
 
 from pipeline.components.factory import settings_block
 from pipeline.components.pipes import DEFAULT_ENCODER, RANKER
+from pipeline.components.predictions import TokenEncoding
 from pipeline.errors import ModelNotFoundError, OnnxExportError
 from pipeline.io.serialization import bytes_folder, folder_bytes
 from pipeline.settings import Field, Settings, StrictInt, StrictStr
@@ -201,11 +202,16 @@ class TransformerEncoder(torch.nn.Module):
                 runner: Optional[HiddenStates] = None) -> torch.Tensor:
         """[B, D] sentence vectors; ``runner``: the ``hidden_states_runner`` an ``encode`` call resolved once."""
         batch = self.tokenize(texts, max_length or self.settings.max_length)
-        hidden = (runner or self.hidden_states_runner())(batch)  # [B, T, D]
+        return self.pool((runner or self.hidden_states_runner())(batch), batch["attention_mask"])
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` last hidden states → ``[B, D]`` L2-normalized sentence vectors (``pooling``: the mean over
+        the attention mask, or [CLS]). The one pooling: ``forward`` and ``encode_with_tokens`` share it, so the
+        ranker's shared pass ranks exactly as ``encode`` does."""
         if self.settings.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [B, D]
         return torch.nn.functional.normalize(pooled, p=2, dim=-1)
 
@@ -244,32 +250,47 @@ class TransformerEncoder(torch.nn.Module):
         finally:
             self.train(was_training)
 
-    @torch.inference_mode()
     def encode_tokens(self, texts: Sequence[str], max_length: Optional[int] = None,
-                      batch_size: Optional[int] = None) -> List[Tuple[np.ndarray, np.ndarray]]:
+                      batch_size: Optional[int] = None) -> List[TokenEncoding]:
         """Per text: the character offsets ``[T, 2]`` of its word pieces and their L2-normalized contextual
         vectors ``[T, D]`` (special tokens dropped).
 
         Why: a sentence vector says *that* a sentence is about a skill, the token vectors say *which words*
         carry it — the evidence shown for an implied skill, and token-level scoring (ConTeXT-match).
         """
+        return self.encode_with_tokens(texts, max_length, batch_size)[1]
+
+    @torch.inference_mode()
+    def encode_with_tokens(self, texts: Sequence[str], max_length: Optional[int] = None,
+                           batch_size: Optional[int] = None) -> Tuple[np.ndarray, List[TokenEncoding]]:
+        """``encode``'s sentence vectors ``[N, D]`` and ``encode_tokens``' word pieces, from ONE forward pass per
+        batch (length-sorted, as ``encode``): the ranker scores with the first and leaves the second to the
+        decider (its gate and evidence), which then needs no pass of its own."""
         texts = list(texts)
-        out: List[Tuple[np.ndarray, np.ndarray]] = []
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        pieces: List[TokenEncoding] = [None] * len(texts)  # type: ignore[list-item]  # all set below
         size = batch_size or self.settings.batch_size
+        order = np.argsort([len(t) for t in texts], kind="stable")
         with self.evaluating():
             runner = self.hidden_states_runner()
             for start in range(0, len(texts), size):
-                out.extend(self._token_batch(texts[start : start + size], max_length, runner))
-        return out
+                idx = order[start : start + size]
+                vectors[idx], batch_pieces = self._token_batch([texts[i] for i in idx], max_length, runner)
+                for i, encoding in zip(idx, batch_pieces):
+                    pieces[i] = encoding
+        return vectors, pieces
 
     def _token_batch(self, chunk: List[str], max_length: Optional[int],
-                     runner: HiddenStates) -> List[Tuple[np.ndarray, np.ndarray]]:
-        """Offsets and token vectors of one batch (see ``encode_tokens``)."""
+                     runner: HiddenStates) -> Tuple[np.ndarray, List[TokenEncoding]]:
+        """Sentence vectors and word pieces of one batch (see ``encode_with_tokens``)."""
         batch = self._tokenize_pieces(chunk, max_length, offsets=True)
         offsets = batch.pop("offset_mapping").numpy()
-        hidden, keep = self._piece_states(batch, runner)
-        hidden, keep = hidden.float().cpu().numpy(), keep.cpu().numpy()
-        return [(offsets[i][keep[i]].astype(np.int64), hidden[i][keep[i]]) for i in range(len(chunk))]
+        hidden, keep = self._piece_pass(batch, runner)
+        sentences = self.pool(hidden, batch["attention_mask"]).float().cpu().numpy()
+        units = torch.nn.functional.normalize(hidden, p=2, dim=-1).float().cpu().numpy()
+        keep = keep.cpu().numpy()
+        # Boolean indexing copies: each sentence keeps its own pieces, the padded [B, T, D] batch is freed.
+        return sentences, [(offsets[i][keep[i]].astype(np.int64), units[i][keep[i]]) for i in range(len(chunk))]
 
     def forward_tokens(self, texts: Sequence[str], max_length: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """``[B, T, D]`` L2-normalized word-piece vectors and their ``[B, T]`` mask (True: a real word piece, not
@@ -283,9 +304,15 @@ class TransformerEncoder(torch.nn.Module):
                               return_special_tokens_mask=True)
 
     def _piece_states(self, batch: dict, runner: HiddenStates) -> Tuple[torch.Tensor, torch.Tensor]:
+        hidden, keep = self._piece_pass(batch, runner)
+        return torch.nn.functional.normalize(hidden, p=2, dim=-1), keep  # [B, T, D]
+
+    def _piece_pass(self, batch: dict, runner: HiddenStates) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The raw ``[B, T, D]`` hidden states of a ``_tokenize_pieces`` batch (moved to the model's device in
+        place) and which positions are real word pieces (not padding, not special tokens)."""
         special = batch.pop("special_tokens_mask").bool()
         batch = batch.to(self.model.device)
-        hidden = torch.nn.functional.normalize(runner(batch), p=2, dim=-1)  # [B, T, D]
+        hidden = runner(batch)
         keep = batch["attention_mask"].bool() & ~special.to(hidden.device)  # [B, T]
         return hidden, keep
 

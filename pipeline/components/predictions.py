@@ -31,6 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 from spacy.tokens import Doc, Span
 
 from pipeline.components.segmenter import is_sentence
@@ -231,3 +232,20 @@ def set_decisions(doc: Doc, decisions: Dict[int, Tuple[List[SkillPrediction], Op
                      "reason": reason}
         for start, (preds, reason) in decisions.items()
     })
+
+
+# The ranker's word pieces, handed to the decider: ``{sentence start token: (char offsets into sent.text [T, 2],
+# unit vectors [T, D])}``. A private ``user_data`` entry, not an extension, and never part of the output: the
+# decider takes it (``take_piece_vectors``) before any doc leaves the pipeline, so ``to_bytes`` and
+# ``nlp.pipe(n_process=...)`` carry no arrays.
+PIECES_KEY = "_esco_ranker_pieces"
+TokenEncoding = Tuple[np.ndarray, np.ndarray]  # word-piece char offsets [T, 2], unit vectors [T, D]
+
+
+def keep_piece_vectors(doc: Doc, pieces: Dict[int, TokenEncoding]) -> None:
+    doc.user_data[PIECES_KEY] = pieces
+
+
+def take_piece_vectors(doc: Doc) -> Dict[int, TokenEncoding]:
+    """What the ranker left for this doc (``{}`` when nothing), removed from it."""
+    return doc.user_data.pop(PIECES_KEY, None) or {}

@@ -19,7 +19,7 @@ alone; at 0.5 or more every literal match ranks above every implied skill.
 """
 
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, get_args
+from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, get_args
 
 import numpy as np
 import srsly
@@ -31,8 +31,8 @@ from pipeline.components.encoder import ENCODER_SETTINGS, EncoderSettings, Trans
 from pipeline.components.factory import component_factory
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
-from pipeline.components.predictions import (SkillPrediction, register_extensions, set_predictions,
-                                              skipped_sentences)
+from pipeline.components.predictions import (SkillPrediction, TokenEncoding, keep_piece_vectors,
+                                              register_extensions, set_predictions, skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt
 from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
@@ -187,27 +187,43 @@ class SkillRanker(Serializable):
         """Sentences of many docs are embedded together, sorted by length across docs.
 
         Docs are buffered ``sort_window`` batches at a time: sorting a few hundred sentences by length before
-        cutting them into encoder batches wastes far less padding than sorting each batch alone.
+        cutting them into encoder batches wastes far less padding than sorting each batch alone. When a later
+        component reads the word pieces (``reads_piece_vectors``: a calibrated decider, for its gate and evidence),
+        the same pass keeps them on each doc for it (``keep_piece_vectors``).
         """
         self._check_ready()
+        with_pieces = self._pieces_wanted()
         for batch in minibatch(docs, size=batch_size * SORT_WINDOW):
             sentences = [(doc, sent) for doc in batch for sent in self._sentences(doc)]
-            scores = self._unique_scores([sent.text.strip() for _, sent in sentences])
+            scores, rows, pieces = self._unique_scores([sent.text.strip() for _, sent in sentences], with_pieces)
             # Sentences too short to rank keep what the matcher found in them.
             per_doc: Dict[int, Dict[int, List[SkillPrediction]]] = {id(doc): doc._.esco_sentence_skills for doc in batch}
-            for (doc, sent), row in zip(sentences, scores):
-                per_doc[id(doc)][sent.start] = self.rank_sentence(sent, row, per_doc[id(doc)])
+            for (doc, sent), row in zip(sentences, rows):
+                per_doc[id(doc)][sent.start] = self.rank_sentence(sent, scores[row], per_doc[id(doc)])
+            if pieces is not None:
+                kept: Dict[int, Dict[int, TokenEncoding]] = {id(doc): {} for doc in batch}
+                for (doc, sent), row in zip(sentences, rows):
+                    kept[id(doc)][sent.start] = unstripped(pieces[row], sent.text)
+                for doc in batch:
+                    keep_piece_vectors(doc, kept[id(doc)])
+            del scores, pieces  # not held while the docs go on down the pipeline (the next window's would add up)
             for doc in batch:
                 set_predictions(doc, per_doc[id(doc)])
                 yield doc
 
-    def _unique_scores(self, texts: List[str]) -> np.ndarray:
-        """[len(texts), n_skills] scores; a sentence repeated in the batch (boilerplate, a pasted ad) is embedded
-        and scored once."""
+    def _pieces_wanted(self) -> bool:
+        return any(getattr(proc, "reads_piece_vectors", False) for _, proc in self.nlp.pipeline)
+
+    def _unique_scores(self, texts: List[str], with_pieces: bool = False
+                       ) -> Tuple[np.ndarray, np.ndarray, Optional[List[TokenEncoding]]]:
+        """Scores ``[n_unique, n_skills]`` of the distinct texts, each text's row in them, and (``with_pieces``) the
+        distinct texts' word pieces: a sentence repeated in the batch (boilerplate, a pasted ad) is embedded and
+        scored once, and its row is not copied (a window of ads holds thousands of 13,896-wide rows)."""
         if not texts:
-            return np.zeros((0, len(self.index)), np.float32)
-        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-        return self.score_texts(list(unique))[inverse]
+            return np.zeros((0, len(self.index)), np.float32), np.zeros(0, np.int64), ([] if with_pieces else None)
+        unique, rows = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        scores, pieces = self.score_and_encode(list(unique), with_pieces)
+        return scores, rows.reshape(-1), pieces
 
     def _check_ready(self) -> None:
         if self.encoder is None or self.index is None:
@@ -253,15 +269,26 @@ class SkillRanker(Serializable):
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
         """[len(texts), n_skills] ranker scores in [0, 1] (the ranking itself, evaluation, benchmarks)."""
+        return self.score_and_encode(texts)[0]
+
+    def score_and_encode(self, texts: Sequence[str], with_pieces: bool = False
+                         ) -> Tuple[np.ndarray, Optional[List[TokenEncoding]]]:
+        """``score_texts``, and with ``with_pieces`` (or token scoring) each text's word pieces from the same
+        encoder pass (``encode_with_tokens``: the same sentence vectors as ``encode``, so the same ranking)."""
         self._check_ready()
-        settings = self.settings
+        settings, texts = self.settings, list(texts)
+        pieces: Optional[List[TokenEncoding]] = None
+        if settings.scoring == "token" or with_pieces:
+            vectors, pieces = self.encoder.encode_with_tokens(texts)
+        else:
+            vectors = self.encoder.encode(texts)
         if settings.scoring == "token":
-            rows = [self.index.token_scores(vectors, settings.token_temperature, settings.label_pooling)
-                    for _, vectors in self.encoder.encode_tokens(list(texts))]
+            rows = [self.index.token_scores(units, settings.token_temperature, settings.label_pooling)
+                    for _, units in pieces]
             scores = np.stack(rows) if rows else np.zeros((0, len(self.index)), np.float32)
         else:
-            scores = self.index.scores(self.encoder.encode(list(texts)), settings.label_pooling)
-        return np.clip(scores, 0.0, 1.0)
+            scores = self.index.scores(vectors, settings.label_pooling)
+        return np.clip(scores, 0.0, 1.0, out=scores), pieces  # in place: no second [n, n_skills] array
 
     # ------------------------------------------------------------------ serialization
     def serialization_parts(self) -> Dict[str, Part]:
@@ -290,6 +317,13 @@ class SkillRanker(Serializable):
     def _load_encoder(self, folder: Path) -> None:
         IncompletePipelineError.unless_exists(folder / "config.json", f"component '{self.name}'")
         self.encoder = TransformerEncoder(folder, self.settings.encoder)
+
+
+def unstripped(encoding: TokenEncoding, text: str) -> TokenEncoding:
+    """Word pieces of ``text.strip()`` with offsets into ``text`` (what the decider's evidence indexes): the
+    tokenizer skips whitespace, so the pieces are the same, only shifted by the leading whitespace."""
+    lead = len(text) - len(text.lstrip())
+    return (encoding[0] + lead, encoding[1]) if lead else encoding
 
 
 def sync_index(nlp: Language, force: bool = False) -> bool:

@@ -1,8 +1,12 @@
 """``make bench``: throughput against its limit, load time and peak memory, measured in one run.
 
 The limit is the raw encoder: the same sentences, the same batch size, forward pass alone. Everything else
-(tokenizing, segmenting, matching, scoring 13,896 skills, fusing, writing the contract) is overhead to keep
-small. Each timing is repeated; the median and the spread (min–max) are printed.
+(tokenizing, segmenting, matching, scoring 13,896 skills, fusing, deciding, writing the contract) is overhead to
+keep small; the full pipeline's line says whether its decider is on (calibrated: gate and evidence from the
+ranker's word pieces). Each timing is repeated; the median and the spread (min–max) are printed.
+
+Cold start: what a CLI call, a Ray actor or a packaged model pays before its first answer — a fresh Python
+process that imports spaCy, loads the pipeline (``spacy.load``) and runs it on one ad, each step timed in it.
 
 Optional: the fast path (``backend``, e.g. the ``onnx-int8`` encoder: raw encoder, sentences and whole ads, each
 with its speed-up over the float pipeline). The extraction engines are timed by ``commands/engine_bench.py``
@@ -13,11 +17,14 @@ from __future__ import annotations
 
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from pipeline.components.pipes import MATCHER_PIPES, RANKER, load_pipeline
+from pipeline.components.pipes import DECIDER, MATCHER_PIPES, RANKER, load_pipeline
+from pipeline.errors import EscoSkillsError
 from pipeline.io import jobads
 from pipeline.io.text import clean_job_ad, iter_lines
 
@@ -93,12 +100,46 @@ def run_benchmarks(model: Path, jobads: Sequence[Path], *, n_sentences: int = 20
     time_rate("full pipeline, whole ads", lambda: list(nlp.pipe(ads, batch_size=batch_size)), len(ads), "ads/s")
     results["full pipeline, whole ads"]["sentences per ad (first 20)"] = n_ad_sentences / max(1, min(20, len(ads)))
     results["peak memory"] = {"MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    results["full pipeline"]["decider on"] = float(DECIDER in nlp.pipe_names and nlp.get_pipe(DECIDER).calibrated)
     if "raw encoder (limit)" in results:
-        results["full pipeline"]["share of encoder limit"] = (
-            results["full pipeline"]["sentences/s"] / results["raw encoder (limit)"]["sentences/s"])
+        for key, unit in (("full pipeline", "sentences/s"), ("ranker only", "sentences/s")):
+            results[key]["share of encoder limit"] = results[key][unit] / results["raw encoder (limit)"][unit]
+    results["cold start"] = cold_start(model, ads[0] if ads else sentences[0], repeats)
     if backend and RANKER in nlp.pipe_names:
         results.update(bench_backend(model, backend, sentences, ads, batch_size, repeats, results))
     return results
+
+
+COLD_START = """
+import sys, time
+start = time.perf_counter()
+import spacy
+imported = time.perf_counter()
+nlp = spacy.load(sys.argv[1])
+loaded = time.perf_counter()
+nlp(sys.argv[2])
+print(imported - start, loaded - imported, time.perf_counter() - loaded)
+"""
+
+
+class ColdStartError(EscoSkillsError, RuntimeError):
+    """The fresh process of the cold-start timing failed."""
+
+
+def cold_start(model: Path, text: str, repeats: int) -> Dict[str, float]:
+    """Seconds from a fresh interpreter to the first ``nlp(text)`` (``import spacy`` + ``spacy.load`` + first
+    call, timed inside the process; the median of ``repeats`` processes, each part's median beside it)."""
+    parts: List[List[float]] = []
+    for _ in range(repeats):
+        done = subprocess.run([sys.executable, "-c", COLD_START, str(model), text], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ColdStartError(f"cold start of {model} failed: {done.stderr.strip()[-2000:]}")
+        parts.append([float(x) for x in done.stdout.split()[-3:]])
+    totals = [sum(p) for p in parts]
+    out = {"seconds": statistics.median(totals), "min": min(totals), "max": max(totals)}
+    for i, name in enumerate(("import spacy s", "spacy.load s", "first call s")):
+        out[name] = statistics.median(p[i] for p in parts)
+    return out
 
 
 def installed_extras(backend: Optional[str], engines: Sequence[int]) -> Tuple[Optional[str], List[int], List[str]]:
@@ -161,6 +202,8 @@ def format_results(results: Dict[str, Dict[str, float]], model: Path, batch_size
                 continue
             if name in ("share of encoder limit", "actor busy share"):
                 parts.append(f"{name} {value:.0%}")
+            elif name == "decider on":
+                parts.append("decider on" if value else "decider off (uncalibrated or absent)")
             elif name.startswith("speed-up") or name.startswith("x "):
                 parts.append(f"{name} {value:.2f}x")
             else:
