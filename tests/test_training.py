@@ -153,6 +153,7 @@ def copy_trained(trained, tmp_path):
     return model
 
 
+@pytest.mark.slow  # 67 s alone (a pipeline built, the index embedded twice): make test-all; make test stays under 10 min
 def test_resume_continues_and_keeps_the_best_weights_when_nothing_improves(trained, tiny_corpus, esco_path,
                                                                            shared_path, tmp_path, monkeypatch):
     out, first = trained
