@@ -223,21 +223,25 @@ class TransformerEncoder(torch.nn.Module):
         """Embed in length-sorted batches (no padding waste) and return rows in the input order."""
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        size = batch_size or self.settings.batch_size
-        starts = range(0, len(texts), size)
+        batches = self._sorted_batches(texts, batch_size)
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, desc="encoding", unit="batch")
+            batches = tqdm(batches, desc="encoding", unit="batch",
+                           total=-(-len(texts) // (batch_size or self.settings.batch_size)))
         with self.evaluating():
             runner = self.hidden_states_runner()
-            for start in starts:
-                idx = order[start : start + size]
+            for idx in batches:
                 out[idx] = self.forward([texts[i] for i in idx], max_length, runner).float().cpu().numpy()
         return out
+
+    def _sorted_batches(self, texts: Sequence[str], batch_size: Optional[int]) -> Iterator[np.ndarray]:
+        """Index arrays of the texts' batches, shortest texts first (a batch pads to its longest text); callers
+        write each batch's rows back at these indices, so results keep the input order."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        size = batch_size or self.settings.batch_size
+        for start in range(0, len(texts), size):
+            yield order[start : start + size]
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -269,12 +273,9 @@ class TransformerEncoder(torch.nn.Module):
         texts = list(texts)
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         pieces: List[TokenEncoding] = [None] * len(texts)  # type: ignore[list-item]  # all set below
-        size = batch_size or self.settings.batch_size
-        order = np.argsort([len(t) for t in texts], kind="stable")
         with self.evaluating():
             runner = self.hidden_states_runner()
-            for start in range(0, len(texts), size):
-                idx = order[start : start + size]
+            for idx in self._sorted_batches(texts, batch_size):
                 vectors[idx], batch_pieces = self._token_batch([texts[i] for i in idx], max_length, runner)
                 for i, encoding in zip(idx, batch_pieces):
                     pieces[i] = encoding
