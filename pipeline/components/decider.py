@@ -51,8 +51,8 @@ from spacy.util import minibatch
 from pipeline.components.factory import component_factory
 from pipeline.components.pipes import DECIDER, RANKER
 from pipeline.components.segmenter import sentences
-from pipeline.components.predictions import (Evidence, SkillPrediction, TokenEncoding, register_extensions,
-                                              set_decisions, skipped_sentences, take_piece_vectors)
+from pipeline.components.predictions import (Evidence, SkillPrediction, TokenEncoding, implied_scale,
+                                              register_extensions, set_decisions, skipped_sentences, take_piece_vectors)
 from pipeline.errors import ConfigError, IncompletePipelineError
 from pipeline.io.serialization import Part, Serializable, npy_bytes, read_npy
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt
@@ -184,7 +184,8 @@ def skill_features(ranking: Sequence[SkillPrediction], sent: Span, explicit_weig
     - ``literal_matches``: log(1 + the sentence's literal matches); ``log_words``: log(1 + its words).
     """
     n_explicit = sum(p.explicit for p in ranking)
-    unfuse = 1.0 / (1.0 - explicit_weight) if n_explicit and explicit_weight < 1.0 else 1.0
+    scale = implied_scale(n_explicit > 0, explicit_weight)
+    unfuse = 1.0 / scale if scale > 0.0 else 1.0
     scores = np.array([p.score if p.explicit else p.score * unfuse for p in ranking], np.float64)
     out = np.zeros((len(ranking), len(SKILL_FEATURES) - 1), np.float64)
     implied_top = max((s for s, p in zip(scores, ranking) if not p.explicit), default=0.0)

@@ -172,6 +172,13 @@ def _span_skills(span: Span) -> List[SkillPrediction]:
     return aggregate(inner)
 
 
+def implied_scale(has_literal_match: bool, explicit_weight: float) -> float:
+    """The factor the ranker's fusion applies to an implied skill's cosine: ``1 - explicit_weight`` in a sentence
+    with a literal match, else 1 (``ranker.py``'s module docstring). One home for the rule, because the decider and
+    the reranker undo it (divide by it when it is not 0) to compare implied skills across sentences."""
+    return 1.0 - explicit_weight if has_literal_match else 1.0
+
+
 def register_extensions() -> None:
     """Idempotent: every component calls it, so the extensions exist whichever component runs."""
     if not Doc.has_extension(RAW_KEY):

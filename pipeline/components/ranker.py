@@ -31,7 +31,7 @@ from pipeline.components.encoder import ENCODER_SETTINGS, EncoderSettings, Trans
 from pipeline.components.factory import component_factory
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.components.pipes import RANKER, find_taxonomy
-from pipeline.components.predictions import (SkillPrediction, TokenEncoding, keep_piece_vectors,
+from pipeline.components.predictions import (SkillPrediction, TokenEncoding, implied_scale, keep_piece_vectors,
                                               register_extensions, set_predictions, skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
 from pipeline.settings import Field, Settings, StrictFloat, StrictInt
@@ -246,7 +246,8 @@ class SkillRanker(Serializable):
         """Top-k skills of one sentence, literal matches fused in (see the module docstring)."""
         explicit = {p.uri: p for p in explicit_by_sentence.get(sent.start, [])}
         w, top_k = self.settings.explicit_weight, self.settings.top_k
-        fused = row * (1.0 - w) if explicit and w else row
+        scale = implied_scale(bool(explicit), w)
+        fused = row * scale if scale != 1.0 else row
         k = min(top_k, len(row))
         top = np.argpartition(-fused, k - 1)[:k]
         candidates = {int(i) for i in top}

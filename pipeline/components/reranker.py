@@ -45,7 +45,7 @@ from spacy.util import minibatch
 from pipeline.components.encoder import resolve_model_path
 from pipeline.components.factory import component_factory
 from pipeline.components.pipes import DEFAULT_ENCODER, RANKER, RERANKER, find_taxonomy
-from pipeline.components.predictions import SkillPrediction, register_extensions, set_predictions
+from pipeline.components.predictions import SkillPrediction, implied_scale, register_extensions, set_predictions
 from pipeline.components.segmenter import sentences
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
 from pipeline.io.serialization import Part, Serializable, bytes_folder, folder_bytes
@@ -203,15 +203,14 @@ class SkillReranker(Serializable):
         if not implied:
             return ranking
         explicit = [p for p in ranking if p.explicit]
-        fused = bool(explicit) and explicit_weight > 0
-        unfuse = 1.0 / (1.0 - explicit_weight) if fused and explicit_weight < 1.0 else 1.0
+        scale = implied_scale(bool(explicit), explicit_weight)
+        unfuse = 1.0 / scale if scale > 0.0 else 1.0
         mix = self.settings.first_stage_weight
         rescored = []
         for pred in implied:
             cross = probs[(text, cross_text(taxonomy, pred.uri, self.settings.skill_text))]
             score = (1.0 - mix) * float(cross) + mix * min(1.0, pred.score * unfuse)
-            rescored.append(SkillPrediction(pred.uri, pred.label, score * (1.0 - explicit_weight) if fused else score,
-                                            False, list(pred.spans)))
+            rescored.append(SkillPrediction(pred.uri, pred.label, score * scale, False, list(pred.spans)))
         rescored.sort(key=lambda p: -p.score)
         kept = explicit + rescored[: max(0, self.settings.top_k - len(explicit))]
         return sorted(kept, key=lambda p: -p.score)
