@@ -188,9 +188,10 @@ class SkillMatcher(Serializable):
         load for 94k patterns, against a fraction of a second this way).
         """
         strings = self.vocab.strings
+        ids = {t: strings.add(t) for t in {t for p in self.patterns.values() for t in p.tokens}}  # ~8k distinct
         self._matchers = {}
         for mode, attr in (("exact", "ORTH"), ("lower", "LOWER"), ("norm", "NORM")):
-            sequences = [[strings.add(t) for t in p.tokens] for p in self.patterns.values() if p.mode == mode]
+            sequences = [[ids[t] for t in p.tokens] for p in self.patterns.values() if p.mode == mode]
             self._matchers[mode] = PhraseMatcher(self.vocab, attr=attr)
             if sequences:
                 self._matchers[mode].add(MATCH_KEY, sequences)
