@@ -308,3 +308,17 @@ def test_a_missing_validation_file_fails_before_training(esco_path, tmp_path):
         train(str(ROOT / "configs" / "implied.cfg"), tmp_path / "no-corpus", tmp_path / "m", esco=esco_path,
               validation=[missing])
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.checkpoint").exists()
+
+
+def test_learning_rate_schedule_is_transformers_linear_warmup():
+    """The trainer's own schedule (no transformers import) gives transformers' factors step for step."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from pipeline.training.trainer import linear_warmup_schedule
+
+    for warmup, total in ((30, 600), (0, 10), (5, 5), (7, 3)):
+        ours = linear_warmup_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), warmup, total)
+        theirs = get_linear_schedule_with_warmup(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+                                                 warmup, total)
+        assert [ours.lr_lambdas[0](s) for s in range(total + 3)] == [theirs.lr_lambdas[0](s) for s in range(total + 3)]

@@ -406,17 +406,12 @@ def taxonomy_convert(source: Path = typer.Argument(..., help="An ESCO CSV export
 
 
 def main() -> None:
-    # The CLI reads local weights only; hub progress bars and download attempts are noise here.
+    # The CLI reads local weights only; hub progress bars and download attempts are noise here. transformers (where
+    # a command still loads it: the reranker, a non-BERT encoder) reads the same variable when it is imported.
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
     import warnings
 
     # A warning is a message for the person at the terminal (a repaired line, a non-English ad): its kind and text,

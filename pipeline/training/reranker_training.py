@@ -39,7 +39,6 @@ import numpy as np
 import torch
 from spacy.language import Language
 from spacy.util import fix_random_seed
-from transformers import get_linear_schedule_with_warmup
 
 from pipeline.components.pipes import DECIDER, RANKER, RERANKER, find_taxonomy, load_pipeline
 from pipeline.components.reranker import RerankerSettings, SkillReranker, cross_text
@@ -49,7 +48,7 @@ from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictIn
 from pipeline.training.decider_fit import calibrate_pipeline, record as record_calibration
 from pipeline.training.supervision import (AltLabelPairs, CorpusPairs, DescriptionPairs, PairSource,
                                            SupervisionContext, TrainingPair, collect_pairs)
-from pipeline.training.trainer import copy_state, mask_text
+from pipeline.training.trainer import copy_state, linear_warmup_schedule, mask_text
 
 SECTION = "rerank"
 COMPONENT_SECTION = f"components.{RERANKER}"
@@ -169,7 +168,7 @@ class RerankTrainer:
         self.model = self.reranker.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, settings.warmup_steps, settings.max_steps)
+        self.scheduler = linear_warmup_schedule(self.optimizer, settings.warmup_steps, settings.max_steps)
 
     def step(self, batch: Sequence[Example]) -> float:
         self.model.train()

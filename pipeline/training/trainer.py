@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from spacy.language import Language
 from spacy.util import fix_random_seed, minibatch
-from transformers import get_linear_schedule_with_warmup
 
 from pipeline.components.assembly import build_pipeline
 from pipeline.components.encoder import weights_fingerprint
@@ -54,6 +53,19 @@ WEIGHTS_FILE = "weights.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 
 StateDict = Dict[str, torch.Tensor]
+
+
+def linear_warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                           total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the learning rate, then linear decay to 0 at ``total_steps``: the factors of transformers'
+    ``get_linear_schedule_with_warmup``, written here so that training needs no transformers import."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def mask_text(pair: TrainingPair, probability: float, rng: random.Random, mask_token: str) -> str:
@@ -127,7 +139,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.encoder.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
         # Linear warm-up to the learning rate, then linear decay to 0 at max_steps (a LambdaLR: checkpoints keep it).
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, settings.warmup_steps, settings.max_steps)
+        self.scheduler = linear_warmup_schedule(self.optimizer, settings.warmup_steps, settings.max_steps)
         self.checkpoint_dir = self.output.with_name(self.output.name + ".checkpoint")
         self.skill_vectors: Optional[np.ndarray] = None
         self.rng = random.Random(seed)
