@@ -54,13 +54,14 @@ def test_the_shipped_encoder_runs_on_the_own_bert(model_path):
     assert tokenizer.mask_token == "[MASK]" and model.config.hidden_size == 384
 
 
-@pytest.mark.parametrize("max_length", [128, 32, 8])
-def test_word_pieces_offsets_and_masks_equal_transformers(model_path, reference, texts, max_length):
+@pytest.mark.parametrize("truncation,max_length", [(True, 128), (True, 32), (True, 8), (True, None), (False, None)])
+def test_word_pieces_offsets_and_masks_equal_transformers(model_path, reference, texts, truncation, max_length):
     tokenizer = bert.FastTokenizer(model_path)
     for start in range(0, len(texts), 64):
         chunk = texts[start : start + 64]
-        ours = tokenizer(chunk, max_length=max_length, return_offsets_mapping=True, return_special_tokens_mask=True)
-        theirs = reference[1](chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+        ours = tokenizer(chunk, truncation=truncation, max_length=max_length, return_offsets_mapping=True,
+                         return_special_tokens_mask=True)
+        theirs = reference[1](chunk, padding=True, truncation=truncation, max_length=max_length, return_tensors="pt",
                               return_offsets_mapping=True, return_special_tokens_mask=True)
         assert set(ours) == set(theirs)
         for key in theirs:
@@ -72,7 +73,7 @@ def test_hidden_states_and_state_dict_equal_transformers(model_path, reference, 
     assert list(model.state_dict()) == list(reference[0].state_dict())  # names and order: same fingerprints
     with torch.inference_mode():
         for start in range(0, len(texts), 64):
-            batch = tokenizer(texts[start : start + 64], max_length=128)
+            batch = tokenizer(texts[start : start + 64], truncation=True, max_length=128)
             mask = batch["attention_mask"].bool()
             ours = model(**batch).last_hidden_state[mask]
             theirs = reference[0](**batch).last_hidden_state[mask]
@@ -82,7 +83,7 @@ def test_hidden_states_and_state_dict_equal_transformers(model_path, reference, 
 def test_training_mode_draws_the_same_dropout(model_path, reference):
     """Dropout in the same places and order: a training run gives the weights it gave on transformers."""
     model, tokenizer = bert.load(model_path)
-    batch = tokenizer(["keep the ward's patient files in order", "SQL"], max_length=32)
+    batch = tokenizer(["keep the ward's patient files in order", "SQL"], truncation=True, max_length=32)
     model.train(), reference[0].train()
     try:
         torch.manual_seed(7)
@@ -120,6 +121,11 @@ def test_what_it_does_not_run_falls_back_or_fails_clearly(model_path, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
     assert "roberta" in bert.supports(folder)
     (folder / "config.json").write_text(json.dumps(config))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "do_lower_case": False}))
+    assert "do_lower_case" in bert.supports(folder)  # transformers would re-case what tokenizer.json lower-cases
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    assert bert.supports(folder) is None
     (folder / "tokenizer.json").unlink()
     assert bert.supports(folder) == "no tokenizer.json"  # transformers builds it from vocab.txt instead
     model, _ = load_backbone(folder)

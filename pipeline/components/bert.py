@@ -72,7 +72,29 @@ def supports(path: Union[str, Path]) -> Optional[str]:
     if config.get("is_decoder") or config.get("add_cross_attention"):
         return "a decoder"
     missing = [f.name for f in fields(BertConfig) if f.default is MISSING and f.name not in config]
-    return f"config.json lacks {', '.join(missing)}" if missing else None
+    if missing:
+        return f"config.json lacks {', '.join(missing)}"
+    return _normalizer_disagreement(path)
+
+
+# tokenizer_config.json keys transformers' BERT tokenizer applies over tokenizer.json's normalizer when they differ
+NORMALIZER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+                   "tokenize_chinese_chars": "handle_chinese_chars"}
+
+
+def _normalizer_disagreement(path: Path) -> Optional[str]:
+    """Why transformers would tokenize this folder otherwise than its tokenizer.json alone, or None."""
+    config_file = path / "tokenizer_config.json"
+    if not config_file.exists():
+        return None
+    wanted = json.loads(config_file.read_text(encoding="utf-8"))
+    normalizer = json.loads((path / TOKENIZER_FILE).read_text(encoding="utf-8")).get("normalizer") or {}
+    if normalizer.get("type") != "BertNormalizer":
+        return f"tokenizer.json's normalizer is {normalizer.get('type')!r}, not BertNormalizer"
+    for key, field_name in NORMALIZER_KEYS.items():
+        if key in wanted and wanted[key] != normalizer.get(field_name):
+            return f"tokenizer_config.json {key}={wanted[key]!r} differs from tokenizer.json's {normalizer.get(field_name)!r}"
+    return None
 
 
 class BertOutput(NamedTuple):
@@ -277,20 +299,23 @@ class FastTokenizer:
         self.backend = Tokenizer.from_file(str(self.path / TOKENIZER_FILE))
         self.backend.no_truncation()
         special = _special_tokens(self.path)
+        self.model_max_length: int = int(_tokenizer_config(self.path).get("model_max_length", 512))
         self.mask_token: str = special.get("mask_token", "[MASK]")
         self.pad_token: str = special.get("pad_token", "[PAD]")
         pad_id = self.backend.token_to_id(self.pad_token)
         self.backend.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=self.pad_token)
 
-    def __call__(self, texts: Sequence[str], padding: bool = True, truncation: bool = True,
+    def __call__(self, texts: Sequence[str], padding: bool = True, truncation: bool = False,
                  max_length: Optional[int] = None, return_tensors: str = "pt",
                  return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False) -> Batch:
         """The arguments transformers' tokenizers take, for the calls this project makes (padding to the longest
-        text, truncation to ``max_length``, PyTorch tensors)."""
+        text, truncation to ``max_length`` or else the model's ``model_max_length``, PyTorch tensors). The
+        truncation is set on the shared Rust tokenizer per call: one call at a time per tokenizer (the server
+        serializes requests, Ray actors are processes)."""
         if return_tensors != "pt" or not padding:
             raise ValueError("FastTokenizer returns padded PyTorch batches only")
-        if truncation and max_length:
-            self.backend.enable_truncation(max_length)
+        if truncation:
+            self.backend.enable_truncation(max_length or self.model_max_length)
         else:
             self.backend.no_truncation()
         encodings = self.backend.encode_batch(list(texts))
@@ -315,6 +340,11 @@ class FastTokenizer:
         for name in TOKENIZER_SIDE_FILES:
             if (self.path / name).exists():
                 shutil.copyfile(self.path / name, path / name)
+
+
+def _tokenizer_config(path: Path) -> dict:
+    config_file = path / "tokenizer_config.json"
+    return json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
 
 
 def _special_tokens(path: Path) -> Dict[str, str]:
