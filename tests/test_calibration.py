@@ -10,10 +10,12 @@ import pytest
 
 from pipeline.components.decider import SKILL_FEATURES, DecisionModels, LogisticModel, Thresholds, decide_candidates
 from pipeline.errors import ConfigError, EscoDataError
-from pipeline.evaluation.calibration_report import (f1_bootstrap, format_report, pooled_row, reliability_bins,
-                                                    reliability_svg, score_sets, sentence_counts)
+from pipeline.evaluation.calibration_report import (compare_counts, f1_bootstrap, format_report, pooled_row,
+                                                    read_counts, reliability_bins, reliability_svg, score_sets,
+                                                    sentence_counts)
 from pipeline.training.decider_fit import SECTION, CalibrationSettings
-from pipeline.training.decider_gate import auc, boilerplate_negatives, fit_gate, fit_logistic
+from pipeline.training.decider_gate import (auc, boilerplate_negatives, fit_gate, fit_logistic,
+                                            states_a_requirement)
 from pipeline.training.decider_search import LabelledDocs, decisions, micro_counts, search_thresholds
 
 
@@ -139,6 +141,47 @@ def test_boilerplate_split_is_by_key_and_keeps_only_frequent_lines_without_a_ski
     split = boilerplate_negatives(tmp_path, min_ads=20, held_back_percent=20)
     assert split.held_back == ["line 5", "line 19", f"line {2**64 - 1}"]  # key % 100 < 20 (2**64 - 1 ends in 15)
     assert split.fit == ["line 20", "line 77"]  # not the line with a skill, nor the one in 10 ads
+
+
+def test_requirement_lines_leave_the_fitting_negatives_only(tmp_path):
+    texts = {20: "The ability to deputise in a clinical lead role", 21: "6 months previous care experience",
+             22: "Enhanced Maternity, Paternity & Adoption Leave", 23: "Preferred Qualifications",
+             5: "A relevant nursing qualification and registration", 6: "Interview date: 16th November 2020"}
+    rows = [{"key": k, "text": t, "ads": 30, "has_skill": False} for k, t in texts.items()]
+    (tmp_path / "boilerplate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = boilerplate_negatives(tmp_path, min_ads=20, held_back_percent=20)
+    dropped = boilerplate_negatives(tmp_path, min_ads=20, held_back_percent=20, drop_requirements=True)
+    # a header of three words or fewer stays a negative; the held-back lines stay all (a comparable share)
+    assert dropped.fit == [texts[22], texts[23]] and dropped.requirements_dropped == 2
+    assert kept.fit == [texts[k] for k in (20, 21, 22, 23)] and kept.requirements_dropped == 0
+    assert dropped.held_back == kept.held_back == [texts[5], texts[6]]
+    assert states_a_requirement(texts[5]) and not states_a_requirement(texts[6])
+
+
+def test_compare_sets_pairs_two_calibrations_sentence_by_sentence(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.commands.cli import app
+
+    sentences = [f"sentence {i}" for i in range(60)]
+    a = {"sentences": sentences, "decider": [[1, 1, 1]] * 60, "threshold": [[1, 2, 1]] * 60}
+    b = {**a, "decider": [[1, 0, 1]] * 50 + [[0, 1, 0]] * 10}  # fewer false positives, but 10 on empty gold
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    result = compare_counts(read_counts(tmp_path / "a.json"), read_counts(tmp_path / "b.json"), resamples=300)
+    assert result["A decider"]["f1"] == pytest.approx(0.5)  # 2 TP / (2 TP + FP + FN) = 120 / 240
+    assert result["B decider"]["f1"] == pytest.approx(100 / (100 + 10 + 50))
+    assert result["B decider"]["nonskill_sentences"] == {"sentences": 10, "share": 1.0}
+    assert result["B - A decider f1"]["diff"] == pytest.approx(100 / 160 - 0.5)
+    out = CliRunner().invoke(app, ["compare-sets", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                                   "--resamples", "300"])
+    assert out.exit_code == 0 and "B - A decided set F1: +12.5 [" in out.output
+    (tmp_path / "c.json").write_text(json.dumps({**a, "sentences": sentences[::-1]}))
+    with pytest.raises(ConfigError, match="other sentences"):
+        compare_counts(a, read_counts(tmp_path / "c.json"))
+    (tmp_path / "bad.json").write_text('{"sentences": [1, 2], "decider": [[0, 0, 0]]}')
+    bad = CliRunner().invoke(app, ["compare-sets", str(tmp_path / "a.json"), str(tmp_path / "bad.json")])
+    assert bad.exit_code != 0 and "not a `calibrate --counts` file" in bad.output
 
 
 def test_missing_boilerplate_file_names_it(tmp_path):

@@ -230,17 +230,44 @@ def calibrate(
     reliability: Optional[Path] = typer.Option(None, "--reliability", help="Write the reliability diagram (SVG)."),
     jobads: List[Path] = typer.Option([], "--jobads", help="Also measure the set size per ad on these ads (slow)."),
     ads: int = typer.Option(1000, "--ads", help="How many ads of --jobads (the first, spread over the files)."),
+    overrides: List[str] = typer.Option([], "--set", help="Calibration settings, e.g. --set "
+                                        "drop_requirement_lines=true (CalibrationSettings)."),
+    counts: Optional[Path] = typer.Option(None, "--counts", help="Write the pooled cross-file row sentence by "
+                                          "sentence (JSON), for `compare-sets`."),
 ) -> None:
     """Fit the decider (gate, explicit and implied decisions, thresholds) and write it into MODEL."""
     from pipeline.evaluation.calibration_report import format_report
-    from pipeline.training.decider_fit import calibrate as run_calibration
+    from pipeline.training.config import parse_overrides
+    from pipeline.training.decider_fit import CalibrationSettings, calibrate as run_calibration
 
     try:
-        result = run_calibration(model, corpus, validation, reliability_path=reliability, jobads=jobads, n_ads=ads)
+        settings = CalibrationSettings.load("calibrate --set", parse_overrides(overrides))
+        result = run_calibration(model, corpus, validation, settings=settings, reliability_path=reliability,
+                                 jobads=jobads, n_ads=ads)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(format_report(result.report))
+    if counts is not None:
+        if result.counts is None:
+            _fail(ConfigError("--counts needs two or more --validation files (a cross-file row)"))
+        counts.write_text(json.dumps(result.counts), encoding="utf-8")
     typer.echo(f"wrote the calibration into {model}" + (f"; diagram: {reliability}" if reliability else ""))
+
+
+@app.command("compare-sets")
+def compare_sets(
+    a: Path = typer.Argument(..., help="`calibrate --counts` JSON of side A."),
+    b: Path = typer.Argument(..., help="`calibrate --counts` JSON of side B (the same benchmark files)."),
+    resamples: int = typer.Option(10000, min=1, help="Bootstrap resamples of the sentences."),
+) -> None:
+    """Decided sets of two calibrations on the same sentences: micro P / R / F1 of each, B − A with a paired
+    bootstrap 95 % interval, and each side's share of non-skill sentences given a skill."""
+    from pipeline.evaluation.calibration_report import compare_counts, format_set_comparison, read_counts
+
+    try:
+        typer.echo(format_set_comparison(compare_counts(read_counts(a), read_counts(b), resamples=resamples)))
+    except KNOWN_ERRORS as err:
+        _fail(err)
 
 
 @app.command()

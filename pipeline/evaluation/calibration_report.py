@@ -12,6 +12,7 @@ component on the docs (``decided_sets``), not from the threshold search's simula
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -25,7 +26,7 @@ from spacy.tokens import Doc
 
 from pipeline.evaluation.benchmark import ranked_labels
 from pipeline.evaluation.comparison import CHUNK
-from pipeline.errors import EscoDataError
+from pipeline.errors import ConfigError, EscoDataError
 
 PathLike = Union[str, Path]
 Golds = Sequence[Optional[set]]  # per sentence; None: not a benchmark sentence (asks for no skill)
@@ -115,6 +116,48 @@ def pooled_row(splits: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Dict[str, Any
             "global_threshold": {**prf(*(int(v) for v in threshold.sum(axis=0))),
                                  "nonskill_sentences": nonskill_sentence_share(threshold)},
             "sentences": len(decider), "decider_minus_threshold_f1": f1_bootstrap(threshold, decider)}
+
+
+def read_counts(path: Path) -> Dict[str, list]:
+    """A ``calibrate --counts`` file, checked: sentences and one [TP, FP, FN] row per sentence on each side."""
+    try:
+        counts = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read the counts file '{path}': {err}") from err
+    sides = ("decider", "threshold")
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k), list) for k in ("sentences", *sides)) \
+            or any(len(counts[k]) != len(counts["sentences"]) for k in sides):
+        raise ConfigError(f"'{path}' is not a `calibrate --counts` file (sentences, decider, threshold rows)")
+    return counts
+
+
+def compare_counts(a: Dict[str, list], b: Dict[str, list], *, resamples: int = 10000) -> Dict[str, Any]:
+    """The decided sets of calibration B against A on the same sentences (and each side's global threshold)."""
+    if a["sentences"] != b["sentences"]:
+        raise ConfigError(f"the two counts files hold other sentences ({len(a['sentences'])} against "
+                          f"{len(b['sentences'])}, or another order): calibrate both on the same --validation files")
+    side = lambda c, key: np.asarray(c[key], np.int64).reshape(-1, 3)  # noqa: E731
+    out: Dict[str, Any] = {"sentences": len(a["sentences"])}
+    for name, counts in (("A", a), ("B", b)):
+        for key in ("decider", "threshold"):
+            rows = side(counts, key)
+            out[f"{name} {key}"] = {**prf(*(int(v) for v in rows.sum(axis=0))),
+                                    "nonskill_sentences": nonskill_sentence_share(rows)}
+    out["B - A decider f1"] = f1_bootstrap(side(a, "decider"), side(b, "decider"), resamples=resamples)
+    return out
+
+
+def format_set_comparison(result: Dict[str, Any]) -> str:
+    """``compare-sets``' table."""
+    lines = [f"{result['sentences']} sentences; micro P / R / F1 ×100, non-skill sentences given a skill"]
+    for key, m in result.items():
+        if isinstance(m, dict) and "f1" in m:
+            lines.append(f"{key:<12} {100 * m['precision']:5.1f} / {100 * m['recall']:5.1f} / {100 * m['f1']:5.1f}   "
+                         f"{m['nonskill_sentences']['share']:.1%} of {m['nonskill_sentences']['sentences']}")
+    d = result["B - A decider f1"]
+    lines.append(f"B - A decided set F1: {100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "
+                 f"(95 % paired bootstrap), P(B > A) = {d['p_b_greater']:.3f}")
+    return "\n".join(lines)
 
 
 def nonskill_report(decider, docs: Sequence[Doc]) -> Dict[str, Any]:
@@ -216,10 +259,11 @@ def format_report(report: Dict[str, Any]) -> str:
         g = report["gate"]
         lines.append(f"gate: AUC {g['auc_held_out']:.3f} on {g['n_positives']} held-out skill sentences vs "
                      f"{g['n_negatives']} held-back boilerplate lines")
-    if "nonskill_held_back" in report:
-        h = report["nonskill_held_back"]
-        lines.append(f"held-back boilerplate lines given a skill: {h['given_a_skill']} / {h['lines']} "
-                     f"= {h['share']:.1%}")
+    for key, what in (("nonskill_held_back", "held-back boilerplate lines"),
+                      ("nonskill_held_back_without_requirements", "  of them stating no requirement")):
+        if key in report:
+            h = report[key]
+            lines.append(f"{what} given a skill: {h['given_a_skill']} / {h['lines']} = {h['share']:.1%}")
     if "set_size_per_ad" in report:
         z = report["set_size_per_ad"]
         lines.append(f"set size per ad over {z['ads']} ads: median {z['median']:g} "

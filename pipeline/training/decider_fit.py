@@ -31,9 +31,9 @@ from pipeline.evaluation.calibration_report import (best_global_threshold, decid
                                                     pooled_row, prf, ranked_scores, reliability_bins, rounded,
                                                     sentence_counts, set_sizes, threshold_sets, write_reliability)
 from pipeline.evaluation.validation import validation_names
-from pipeline.settings import Field, Settings, StrictFloat, StrictInt
+from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt
 from pipeline.training.decider_gate import (BoilerplateSplit, GateFit, boilerplate_negatives, corpus_sentences,
-                                            fit_gate, gate_separation)
+                                            fit_gate, gate_separation, states_a_requirement)
 from pipeline.training.decider_search import (LabelledDocs, benchmark_docs, concat, fit_models, run_docs,
                                               search_thresholds, tabulate)
 
@@ -54,6 +54,9 @@ class CalibrationSettings(Settings):
     # corpus' boilerplate.jsonl holds, i.e. the threshold the corpus was built with (boilerplate_min_ads).
     min_ads: Optional[StrictInt] = Field(None, ge=2)
     held_back_percent: StrictInt = Field(20, gt=0, lt=100)  # lines with key % 100 below this are held back
+    # Leave boilerplate lines that state a requirement ("The ability to deputise ...") out of the gate's negatives
+    # and the threshold search's boilerplate bound (decider_gate.states_a_requirement).
+    drop_requirement_lines: StrictBool = False
     gate_positives: StrictInt = Field(4000, ge=10)  # corpus train sentences with a literal match
     masked_share: StrictFloat = Field(0.5, ge=0.0, le=1.0)  # of them with their mentions deleted (corpus_sentences)
     gate_report_positives: StrictInt = Field(1000, ge=0)  # corpus dev sentences, for the gate's held-back separation
@@ -68,6 +71,9 @@ class CalibrationResult:
     report: Dict[str, Any]
     reliability: Dict[str, List[Dict[str, float]]]
     gate: Optional[GateFit] = None
+    # The pooled cross-file row sentence by sentence: {"sentences": texts, "decider"/"threshold": [[TP, FP, FN]]},
+    # what a paired comparison of two calibrations needs (``calibrate --counts``, ``compare-sets``).
+    counts: Optional[Dict[str, list]] = None
 
 
 # ---------------------------------------------------------------------------------------------- the gate
@@ -92,7 +98,8 @@ def fit_corpus_gate(encoder, corpus_dir: Optional[PathLike], settings: Calibrati
         report["notes"].append("no corpus given: the gate is not fitted (open) and the boilerplate share not measured")
         return None
     try:
-        boiler = boilerplate_negatives(corpus_dir, settings.min_ads, settings.held_back_percent)
+        boiler = boilerplate_negatives(corpus_dir, settings.min_ads, settings.held_back_percent,
+                                       settings.drop_requirement_lines)
     except EscoDataError as err:
         report["notes"].append(f"gate not fitted (open): {err}")
         return None
@@ -100,6 +107,7 @@ def fit_corpus_gate(encoder, corpus_dir: Optional[PathLike], settings: Calibrati
     gate, folds = fit_gate(encoder, positives, boiler.fit, l2=settings.gate_l2)
     dev = corpus_sentences(corpus_dir, "dev", settings.gate_report_positives, settings.seed, settings.masked_share)
     gate.report.update(gate_separation(gate, encoder, dev, boiler.held_back))
+    gate.report["requirement_lines_dropped"] = boiler.requirements_dropped
     report["gate"] = gate.report
     return CorpusGate(gate, folds, boiler)
 
@@ -188,6 +196,7 @@ def calibrate_pipeline(nlp: Language, corpus_dir: Optional[PathLike], validation
                                filter_boilerplate=False)
 
     reliability: Dict[str, List[np.ndarray]] = {"explicit": [], "implied": []}
+    counts = None
     if len(files) > 1:  # each file scored by a calibration fitted on the others
         splits = []
         for name, held in files.items():
@@ -200,6 +209,9 @@ def calibrate_pipeline(nlp: Language, corpus_dir: Optional[PathLike], validation
             for kind, mask in (("explicit", held.explicit), ("implied", ~held.explicit)):
                 reliability[kind].append(np.c_[probs[mask], held.correct[mask]])
         report["validation"][POOLED] = pooled_row(splits)
+        counts = {"sentences": [doc.text for table in files.values() for doc in table.docs],
+                  "decider": np.concatenate([d for d, _ in splits]).tolist(),
+                  "threshold": np.concatenate([t for _, t in splits]).tolist()}
     else:
         report["notes"].append("one validation file: no cross-file scores (give two to score each on the other)")
 
@@ -210,11 +222,13 @@ def calibrate_pipeline(nlp: Language, corpus_dir: Optional[PathLike], validation
     decider = install_decider(nlp, config, gate)
     if boiler_held is not None:
         report["nonskill_held_back"] = nonskill_report(decider, boiler_held.docs)
+        report["nonskill_held_back_without_requirements"] = nonskill_report(
+            decider, [doc for doc in boiler_held.docs if not states_a_requirement(doc.text)])
     report["seconds"] = round(time.perf_counter() - started, 1)
     bins = {f"{kind} (cross-file)": reliability_bins(*np.concatenate(rows).T) for kind, rows in reliability.items()
             if rows and len(np.concatenate(rows))}
     report["reliability"] = bins
-    return CalibrationResult(config, report, bins, gate)
+    return CalibrationResult(config, report, bins, gate, counts)
 
 
 def calibrate(model: PathLike, corpus_dir: Optional[PathLike], validation: Sequence[PathLike], *,

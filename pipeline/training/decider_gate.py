@@ -10,6 +10,7 @@ their hash key) is held back from every fit and only reported on.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -58,22 +59,43 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- its data
+# Words with which an ad states what it asks of a candidate. A template line repeated over many ads can still be a
+# requirement ("The ability to deputise in a clinical lead role", "6 months previous care experience"): as a
+# negative it teaches the gate that requirements are boilerplate. Generic English cue words, not read off the
+# benchmark files; a line of three words or fewer ("Desirable:", "Preferred Qualifications") stays a negative.
+REQUIREMENT_CUES = re.compile(
+    r"\b(abilit(y|ies)|able to|capable|experienced?|skill(s|ed)?|knowledge(able)?|understanding|expertise|"
+    r"proficien\w*|competen\w*|commitment|familiar\w*|qualifications?|qualified|degree|"
+    r"registration|registered|certifi\w*|track record|background in)\b", re.IGNORECASE)
+
+
+def states_a_requirement(text: str) -> bool:
+    """Whether a line of more than three words names what a candidate must have or be (``REQUIREMENT_CUES``)."""
+    return len(text.split()) > 3 and REQUIREMENT_CUES.search(text) is not None
+
+
 @dataclass
 class BoilerplateSplit:
     fit: List[str]
     held_back: List[str]
+    requirements_dropped: int = 0  # fitting lines left out as stating a requirement (drop_requirements)
 
 
-def boilerplate_negatives(corpus_dir: PathLike, min_ads: Optional[int], held_back_percent: int) -> BoilerplateSplit:
+def boilerplate_negatives(corpus_dir: PathLike, min_ads: Optional[int], held_back_percent: int,
+                          drop_requirements: bool = False) -> BoilerplateSplit:
     """Boilerplate lines without a literal skill seen in ``min_ads`` or more ads (``None``: every line of the file,
     which the corpus build wrote at its own threshold), split by key into a fitting part and a held-back part
-    (``key % 100 < held_back_percent``), so the same lines are held back every run."""
+    (``key % 100 < held_back_percent``), so the same lines are held back every run. ``drop_requirements``: the
+    fitting part leaves out lines that ``states_a_requirement``; the held-back part keeps them (its share given a
+    skill stays comparable between runs)."""
     rows = [r for r in read_boilerplate(corpus_dir) if r["ads"] >= (min_ads or 0) and not r["has_skill"]]
     if not rows:
         raise EscoDataError(f"'{Path(corpus_dir) / BOILERPLATE_FILE}' holds no line seen in "
                             f"{min_ads or 'enough'} ads without a skill: the gate has no negatives.")
     held = [r["text"] for r in rows if r["key"] % 100 < held_back_percent]
-    return BoilerplateSplit([r["text"] for r in rows if r["key"] % 100 >= held_back_percent], held)
+    fit = [r["text"] for r in rows if r["key"] % 100 >= held_back_percent]
+    kept = [text for text in fit if not states_a_requirement(text)] if drop_requirements else fit
+    return BoilerplateSplit(kept, held, len(fit) - len(kept))
 
 
 def corpus_sentences(corpus_dir: PathLike, split: str, limit: int, seed: int, masked_share: float = 0.0) -> List[str]:
