@@ -231,17 +231,23 @@ def calibrate(
     jobads: List[Path] = typer.Option([], "--jobads", help="Also measure the set size per ad on these ads (slow)."),
     ads: int = typer.Option(1000, "--ads", help="How many ads of --jobads (the first, spread over the files)."),
     overrides: List[str] = typer.Option([], "--set", help="Calibration settings, e.g. --set "
-                                        "drop_requirement_lines=true (CalibrationSettings)."),
+                                        "calibration.drop_requirement_lines=true (CalibrationSettings)."),
     counts: Optional[Path] = typer.Option(None, "--counts", help="Write the pooled cross-file row sentence by "
                                           "sentence (JSON), for `compare-sets`."),
 ) -> None:
     """Fit the decider (gate, explicit and implied decisions, thresholds) and write it into MODEL."""
     from pipeline.evaluation.calibration_report import format_report
     from pipeline.training.config import parse_overrides
-    from pipeline.training.decider_fit import CalibrationSettings, calibrate as run_calibration
+    from pipeline.training.decider_fit import SECTION, CalibrationSettings, calibrate as run_calibration
 
     try:
-        settings = CalibrationSettings.load("calibrate --set", parse_overrides(overrides))
+        values = {}
+        for key, value in parse_overrides(overrides).items():
+            section, _, name = key.partition(".")
+            if section != SECTION:
+                raise ConfigError(f"--set {key}: calibrate takes [{SECTION}] settings only ({SECTION}.KEY=VALUE)")
+            values[name] = value
+        settings = CalibrationSettings.load(SECTION, values)
         result = run_calibration(model, corpus, validation, settings=settings, reliability_path=reliability,
                                  jobads=jobads, n_ads=ads)
     except KNOWN_ERRORS as err:
