@@ -152,6 +152,7 @@ def test_loading_a_pipeline_encoder_imports_no_transformers(model_path):
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # make test-all: the hidden states test above covers it
 def test_encoder_vectors_unchanged_by_the_backbone(model_path, reference, texts):
     """The encoder's sentence vectors on the own BERT equal those on transformers' model."""
     encoder = TransformerEncoder(model_path, EncoderSettings())

@@ -252,7 +252,7 @@ def test_policy_report_counts_what_the_default_policy_kept_and_dropped(matcher_n
     assert unfiltered["patterns"] > report["patterns"]
 
 
-@pytest.mark.heavy  # 4 s or more: make test, not make test-fast
+@pytest.mark.slow  # make test-all: assembles two more matchers (~15 s); the default policy is tested above
 def test_shared_label_policies_on_a_label_one_skill_prefers(matcher_nlp, matcher_with, uri_of):
     text = "Experience in supply chain management."
     owner = uri_of("supply chain management")

@@ -136,6 +136,7 @@ def test_ray_engine_writes_every_ad_once_with_the_single_engine_records(tmp_path
 
 
 @needs_ray
+@pytest.mark.slow  # make test-all: Ray's failure paths (make test keeps the engine's main test)
 def test_ray_engine_reads_parquet_by_the_json_lines_rules(tmp_path, ray_local, matcher_dir, jobads):
     result = extract_ray(matcher_dir, jobads["parquet"], tmp_path / "out", settings=RaySettings(batch_size=16))
     assert result.summary["ads_out"] == 40 and result.summary["rejected_by_reason"] == {
@@ -170,6 +171,7 @@ class PoisonActor(PipelineActor):
 
 
 @needs_ray
+@pytest.mark.slow  # make test-all: Ray's failure paths (make test keeps the engine's main test)
 def test_a_poison_ad_fails_alone_is_listed_once_and_never_retried(tmp_path, ray_local, matcher_dir, matcher_nlp):
     """Its batch is rerun ad by ad in the actor: the poison ad becomes one failed row, the batch returns, so Ray
     retries nothing; every good ad is written once, with the single engine's record."""
@@ -193,6 +195,7 @@ def test_a_poison_ad_fails_alone_is_listed_once_and_never_retried(tmp_path, ray_
 
 
 @needs_ray
+@pytest.mark.slow  # make test-all: Ray's failure paths (make test keeps the engine's main test)
 def test_cli_engine_ray_writes_every_ad_of_the_issues_file(tmp_path, ray_local, matcher_dir):
     """The issue's file (#23): its read task built no Arrow block of a lone surrogate; now the ad is mended."""
     path = tmp_path / "ads.jsonl"
@@ -252,6 +255,7 @@ def with_args(actor: type, **kwargs) -> type:
 
 
 @needs_ray
+@pytest.mark.slow  # make test-all: Ray's failure paths (make test keeps the engine's main test)
 def test_a_killed_actor_is_restarted_and_every_ad_is_written_once(tmp_path, ray_local, matcher_dir, jobads):
     marker = tmp_path / "killed"
     result = extract_ray(matcher_dir, jobads["jsonl"], tmp_path / "out", settings=RaySettings(batch_size=8),
@@ -262,6 +266,7 @@ def test_a_killed_actor_is_restarted_and_every_ad_is_written_once(tmp_path, ray_
 
 
 @needs_ray
+@pytest.mark.slow  # make test-all: Ray's failure paths (make test keeps the engine's main test)
 def test_a_rerun_resumes_an_interrupted_run_and_skips_finished_inputs(tmp_path, ray_local, matcher_dir, jobads):
     out = tmp_path / "out"
     settings = RaySettings(num_workers=1, batch_size=8, part_ads=16)

@@ -38,6 +38,7 @@ def by_sentence(doc):
     return [sent._.esco_skills for sent in doc.sents]
 
 
+@pytest.mark.slow  # make test-all: the optional second stage's tiny training run
 def test_tiny_training_changes_the_weights_and_writes_a_loadable_pipeline(reranked, nlp):
     out, summary = reranked
     assert nlp.pipe_names.index(RANKER) + 1 == nlp.pipe_names.index(RERANKER) < nlp.pipe_names.index(DECIDER)
@@ -52,6 +53,7 @@ def test_tiny_training_changes_the_weights_and_writes_a_loadable_pipeline(rerank
     assert "classifier.weight" in trained  # and the new head saved beside it
 
 
+@pytest.mark.slow  # make test-all: the optional second stage's tiny training run
 def test_reranks_only_the_first_stage_top_k_in_the_contract_form(nlp):
     doc = nlp(TEXT)
     with nlp.select_pipes(disable=[RERANKER]):
@@ -65,6 +67,7 @@ def test_reranks_only_the_first_stage_top_k_in_the_contract_form(nlp):
     assert {p.uri for p in doc._.esco_skills} == {p.uri for preds in by_sentence(doc) for p in preds}
 
 
+@pytest.mark.slow  # make test-all: the optional second stage's tiny training run
 def test_literal_matches_keep_their_fused_score_and_implied_ones_are_fused_alike(nlp, uri_of):
     doc = nlp(TEXT)
     with nlp.select_pipes(disable=[RERANKER]):
@@ -81,6 +84,7 @@ def test_literal_matches_keep_their_fused_score_and_implied_ones_are_fused_alike
     assert postgresql > max(p.score for p in implied)  # w = 0.5: a literal preferred label ranks first
 
 
+@pytest.mark.slow  # make test-all: the optional second stage's tiny training run
 def test_round_trip_through_disk_and_bytes_predicts_the_same(nlp, tmp_path):
     expected = [(p.uri, round(p.score, 5)) for p in nlp(TEXT)._.esco_skills]
     nlp.to_disk(tmp_path / "copy")
@@ -91,6 +95,7 @@ def test_round_trip_through_disk_and_bytes_predicts_the_same(nlp, tmp_path):
     assert [(p.uri, round(p.score, 5)) for p in doc._.esco_skills] == expected
 
 
+@pytest.mark.slow  # make test-all: the optional second stage's tiny training run
 def test_an_untrained_or_uninitialized_reranker_refuses_to_run(reranked):
     nlp = load_pipeline(reranked[0])
     with pytest.raises(NotInitializedError, match="nothing to save"):
@@ -100,6 +105,7 @@ def test_an_untrained_or_uninitialized_reranker_refuses_to_run(reranked):
         nlp(TEXT)
 
 
+@pytest.mark.slow  # make test-all: the optional second stage's tiny training run
 def test_a_ranker_keeping_fewer_than_k_is_a_config_error_naming_both_keys(reranked):
     nlp = load_pipeline(reranked[0], config={"components": {RANKER: {"top_k": K - 1}}})
     with pytest.raises(ConfigError, match=rf"candidates = {K} but \[components.{RANKER}\] top_k = {K - 1}"):
