@@ -19,7 +19,7 @@ import math
 import shutil
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -206,6 +206,8 @@ class BertLayer(nn.Module):
 
 
 class BertStack(nn.Module):
+    """The layers, under transformers' names (``encoder.layer.N``); ``BertModel.forward`` runs them."""
+
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
@@ -361,9 +363,6 @@ def _special_tokens(path: Path) -> Dict[str, str]:
     return found
 
 
-def load(path: Union[str, Path]) -> "tuple[BertModel, FastTokenizer]":
+def load(path: Union[str, Path]) -> Tuple[BertModel, FastTokenizer]:
     """The model and tokenizer of ``path`` (``supports(path)`` must be None)."""
     return BertModel.from_pretrained(path), FastTokenizer(path)
-
-
-__all__: List[str] = ["BertModel", "FastTokenizer", "load", "supports"]
