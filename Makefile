@@ -100,7 +100,7 @@ browser-deps:
 		echo "browser-deps: no apt-get here; install chromium and its driver to run the browser test"; \
 	fi
 
-# The fast tier: tests that need no embedded ESCO, corpus, training or Ray (marked at collection; under 2 minutes).
+# The fast tier: tests that need no embedded ESCO, corpus, training or Ray (marked at collection; under 3 minutes).
 test-fast: install
 	ESCO=$(ESCO) SHARED=$(SHARED) $(BIN)/python -m pytest -m fast $(TEST_ARGS)
 

@@ -125,7 +125,7 @@ def trained(tmp_path_factory, tiny_corpus, esco_path, shared_path):
     return out, summary
 
 
-# The fast tier (`make test-fast`, under 2 minutes): every test outside the slow tier that needs none of these
+# The fast tier (`make test-fast`, under 3 minutes): every test outside the slow tier that needs none of these
 # fixtures (each costs from half a minute to minutes: the 13,896 skills embedded, a corpus built, a training run,
 # a Ray cluster). Marked at collection, so a new test joins the tier by what it uses, not by a list kept by hand.
 HEAVY_FIXTURES = frozenset({"pipeline_dir", "pipeline_nlp", "trained", "tiny_corpus", "nhs_corpus", "ray_local"})
