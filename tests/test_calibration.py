@@ -273,7 +273,7 @@ def test_the_gate_and_its_fold_gates_each_leave_out_what_they_must():
         fit_gate(encoder, positives, negatives[:1], l2=l2, folds=2)
 
 
-@pytest.mark.parametrize("override,message", [("foo.bar=1", "takes [calibration] settings only"),
+@pytest.mark.parametrize("override,message", [("foo.bar=1", "calibrate reads [calibration] keys only"),
                                               ("calibration.nope=1", "unknown key 'nope'"),
                                               ("calibration.drop_requirement_lines=maybe", "drop_requirement_lines")])
 def test_calibrate_set_names_a_bad_setting_before_any_work(tmp_path, override, message):

@@ -237,16 +237,11 @@ def calibrate(
 ) -> None:
     """Fit the decider (gate, explicit and implied decisions, thresholds) and write it into MODEL."""
     from pipeline.evaluation.calibration_report import format_report
-    from pipeline.training.config import parse_overrides
+    from pipeline.training.config import overrides_by_section, parse_overrides
     from pipeline.training.decider_fit import SECTION, CalibrationSettings, calibrate as run_calibration
 
     try:
-        values = {}
-        for key, value in parse_overrides(overrides).items():
-            section, _, name = key.partition(".")
-            if section != SECTION:
-                raise ConfigError(f"--set {key}: calibrate takes [{SECTION}] settings only ({SECTION}.KEY=VALUE)")
-            values[name] = value
+        values = overrides_by_section(parse_overrides(overrides), "calibrate", (SECTION,))[SECTION]
         settings = CalibrationSettings.load(SECTION, values)
         result = run_calibration(model, corpus, validation, settings=settings, reliability_path=reliability,
                                  jobads=jobads, n_ads=ads)

@@ -84,10 +84,9 @@ NORMALIZER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents
 
 def _normalizer_disagreement(path: Path) -> Optional[str]:
     """Why transformers would tokenize this folder otherwise than its tokenizer.json alone, or None."""
-    config_file = path / "tokenizer_config.json"
-    if not config_file.exists():
+    wanted = _tokenizer_config(path)
+    if not wanted:
         return None
-    wanted = json.loads(config_file.read_text(encoding="utf-8"))
     normalizer = json.loads((path / TOKENIZER_FILE).read_text(encoding="utf-8")).get("normalizer") or {}
     if normalizer.get("type") != "BertNormalizer":
         return f"tokenizer.json's normalizer is {normalizer.get('type')!r}, not BertNormalizer"

@@ -111,11 +111,13 @@ def pooled_row(splits: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Dict[str, Any
     (the decided sets, the global threshold's sets)."""
     decider = np.concatenate([d for d, _ in splits])
     threshold = np.concatenate([t for _, t in splits])
-    return {"decider": {**prf(*(int(v) for v in decider.sum(axis=0))),
-                        "nonskill_sentences": nonskill_sentence_share(decider)},
-            "global_threshold": {**prf(*(int(v) for v in threshold.sum(axis=0))),
-                                 "nonskill_sentences": nonskill_sentence_share(threshold)},
+    return {"decider": set_scores(decider), "global_threshold": set_scores(threshold),
             "sentences": len(decider), "decider_minus_threshold_f1": f1_bootstrap(threshold, decider)}
+
+
+def set_scores(counts: np.ndarray) -> Dict[str, Any]:
+    """Micro P / R / F1 of [sentences, 3] (TP, FP, FN) counts, and the share of non-skill sentences given a skill."""
+    return {**prf(*(int(v) for v in counts.sum(axis=0))), "nonskill_sentences": nonskill_sentence_share(counts)}
 
 
 def read_counts(path: Path) -> Dict[str, list]:
@@ -140,9 +142,7 @@ def compare_counts(a: Dict[str, list], b: Dict[str, list], *, resamples: int = 1
     out: Dict[str, Any] = {"sentences": len(a["sentences"])}
     for name, counts in (("A", a), ("B", b)):
         for key in ("decider", "threshold"):
-            rows = side(counts, key)
-            out[f"{name} {key}"] = {**prf(*(int(v) for v in rows.sum(axis=0))),
-                                    "nonskill_sentences": nonskill_sentence_share(rows)}
+            out[f"{name} {key}"] = set_scores(side(counts, key))
     out["B - A decider f1"] = f1_bootstrap(side(a, "decider"), side(b, "decider"), resamples=resamples)
     return out
 

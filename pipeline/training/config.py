@@ -99,6 +99,18 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     return parsed
 
 
+def overrides_by_section(overrides: Dict[str, Any], command: str, sections: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The parsed ``--set`` items of a command that reads only ``sections``: {section: {key: value}} (the key is the
+    part after the last dot); an item of any other section is an error naming the sections the command reads."""
+    found: Dict[str, Dict[str, Any]] = {section: {} for section in sections}
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        if section not in found:
+            raise ConfigError(f"--set {key}: {command} reads {' and '.join(f'[{s}]' for s in sections)} keys only")
+        found[section][name] = value
+    return found
+
+
 def apply_overrides(config: Config, overrides: Dict[str, Any]) -> Config:
     """``config`` with ``overrides`` applied by confection (which refuses keys under a missing section)."""
     if not overrides:

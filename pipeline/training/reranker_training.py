@@ -45,6 +45,7 @@ from pipeline.components.reranker import RerankerSettings, SkillReranker, cross_
 from pipeline.errors import ConfigError
 from pipeline.evaluation.validation import SELECTION_METRIC, check_validation_files, validation_scores
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt
+from pipeline.training.config import overrides_by_section
 from pipeline.training.decider_fit import calibrate_pipeline, record as record_calibration
 from pipeline.training.supervision import (AltLabelPairs, CorpusPairs, DescriptionPairs, PairSource,
                                            SupervisionContext, TrainingPair, collect_pairs)
@@ -89,17 +90,9 @@ class Example:
 
 def split_overrides(overrides: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """``--set`` items for ``[rerank]`` and for ``[components.esco_skill_reranker]``; any other section is an
-    error naming it."""
-    training, component = {}, {}
-    for key, value in overrides.items():
-        section, _, name = key.rpartition(".")
-        if section == SECTION:
-            training[name] = value
-        elif section == COMPONENT_SECTION:
-            component[name] = value
-        else:
-            raise ConfigError(f"--set {key}: rerank-train reads [{SECTION}] and [{COMPONENT_SECTION}] keys only")
-    return training, component
+    error naming them."""
+    found = overrides_by_section(overrides, "rerank-train", (SECTION, COMPONENT_SECTION))
+    return found[SECTION], found[COMPONENT_SECTION]
 
 
 def pair_sources(settings: RerankTrainingSettings, corpus_dir: Optional[Path]) -> Dict[str, PairSource]:
