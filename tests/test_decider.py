@@ -8,9 +8,10 @@ import pytest
 import spacy
 
 from pipeline.components.assembly import base_config
-from pipeline.components.decider import GATE_FILE, NO_SKILL, SkillDecider, encode_sentences, with_gate
+from pipeline.components.decider import (GATE_FILE, NO_SKILL, SkillDecider, encode_sentences, skill_features,
+                                         with_gate)
 from pipeline.components.pipes import BOILERPLATE, DECIDER, RANKER, find_taxonomy
-from pipeline.components.predictions import PIECES_KEY, mark_skipped, take_piece_vectors
+from pipeline.components.predictions import PIECES_KEY, SkillPrediction, mark_skipped, take_piece_vectors
 from pipeline.errors import ConfigError, IncompletePipelineError
 from pipeline.evaluation.calibration_report import decided_sets
 from pipeline.training.decider_fit import POOLED, CalibrationSettings, calibrate_pipeline, save_calibration
@@ -273,6 +274,22 @@ def test_report_scores_each_file_with_a_fit_on_the_other_against_the_global_thre
     held = result.report["nonskill_held_back"]
     assert held["lines"] == result.report["gate"]["n_negatives"] and 0 <= held["share"] <= 1
     assert result.reliability and all(b["n"] > 0 for bins in result.reliability.values() for b in bins)
+
+
+def test_implied_skills_are_calibrated_on_their_preferred_label_score_when_the_ranker_gives_one():
+    """A ranker that scores the best of several labels inflates skills with many labels across sentences; the
+    decider's features read the preferred label's cosine instead (``label_score``), and the fused score otherwise."""
+    sent = spacy.blank("en")("Experience with PostgreSQL and keeping patient files in order.")[:]
+    ranking = [SkillPrediction("a", "A", 0.95, True), SkillPrediction("b", "B", 0.35, False),
+               SkillPrediction("c", "C", 0.30, False)]
+    plain = skill_features(ranking, sent, explicit_weight=0.5)
+    assert plain[:, 0] == pytest.approx([0.95, 0.7, 0.6])  # implied scores unfused (× 1 / 0.5)
+    ranking[1].label_score, ranking[2].label_score = 0.5, 0.65
+    labelled = skill_features(ranking, sent, explicit_weight=0.5)
+    assert labelled[:, 0] == pytest.approx([0.95, 0.5, 0.65])
+    # gap and rank among the implied follow the calibrated score: C is now the first implied skill
+    assert labelled[2, 1:3] == pytest.approx([0.0, 0.0]) and labelled[1, 1] == pytest.approx(0.15)
+    assert labelled[0, 3] == pytest.approx(0.65) and plain[0, 3] == pytest.approx(0.7)  # the best implied score
 
 
 @pytest.mark.parametrize("override,key", [

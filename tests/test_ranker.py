@@ -83,6 +83,40 @@ def test_skill_score_is_max_over_labels_when_alt_labels_indexed(pipeline_nlp):
     assert len(index) == 13896
 
 
+def test_ranking_with_another_index_ranks_by_it_and_restores_the_shipped_one(pipeline_nlp, uri_of):
+    """The trainer's evaluations rank against an index of another skill_text than the one shipped: inside the
+    block the ranker scores with that index and settings, after it (an error included) with its own again."""
+    from pipeline.components.ranker import SkillIndex
+
+    ranker = pipeline_nlp.get_pipe("esco_skill_ranker")
+    shipped, settings = ranker.index, ranker.settings
+    skill = shipped.position[uri_of("patient record storage")]
+    # An index "with alternative labels" where one of that skill's labels is the sentence itself.
+    extra = ranker.encoder.encode([IMPLICIT])
+    vectors = np.insert(shipped.vectors, skill + 1, extra[0], axis=0)
+    offsets = shipped.offsets + (np.arange(len(shipped.offsets)) > skill)
+    other = SkillIndex(shipped.uris, shipped.labels, shipped.types, vectors, offsets, "preferred+alt")
+    before = ranker.score_texts([IMPLICIT])[0]
+    assert all(p.label_score is None for p in pipeline_nlp(IMPLICIT)._.esco_skills)  # one text per skill
+    with ranker.ranking_with(other):
+        assert ranker.settings.skill_text == "preferred+alt" and ranker.index is other
+        inside = ranker.score_texts([IMPLICIT])[0]
+        ranking = pipeline_nlp(IMPLICIT)._.esco_sentence_skills
+    assert inside[skill] == pytest.approx(1.0, abs=1e-5) and before[skill] < 0.9  # the max over the skill's texts
+    # The ranking sorts by that max; each prediction also carries its cosine with the preferred label alone.
+    (sentence,) = ranking.values()
+    top = sentence[0]
+    assert top.uri == uri_of("patient record storage") and top.score == pytest.approx(1.0, abs=1e-5)
+    assert [p.label_score for p in sentence] == pytest.approx([before[shipped.position[p.uri]] for p in sentence],
+                                                              abs=1e-5)
+    assert np.allclose(np.delete(inside, skill), np.delete(before, skill), atol=1e-6)  # the other skills unchanged
+    with pytest.raises(RuntimeError):
+        with ranker.ranking_with(other):
+            raise RuntimeError("an evaluation fails")
+    assert ranker.index is shipped and ranker.settings is settings
+    assert np.array_equal(ranker.score_texts([IMPLICIT])[0], before)
+
+
 def test_encoder_resolves_from_package_and_never_downloads(tmp_path):
     assert (resolve_model_path(DEFAULT_ENCODER) / "config.json").exists()
     local = resolve_model_path(resolve_model_path(DEFAULT_ENCODER))  # an explicit folder resolves to itself

@@ -17,11 +17,11 @@ from thinc.api import Config
 import pipeline.training.trainer as trainer_module
 from pipeline.components.encoder import (DEFAULT_ENCODER, EncoderSettings, TransformerEncoder, resolve_model_path,
                                          weights_fingerprint)
-from pipeline.components.pipes import ALL_PIPES
+from pipeline.components.pipes import ALL_PIPES, find_taxonomy
 from pipeline.errors import ConfigError, EscoDataError
 from pipeline.evaluation.validation import SELECTION_METRIC
 from pipeline.training.config import read_config, resolve_training
-from pipeline.components.ranker import SkillIndex
+from pipeline.components.ranker import SkillIndex, skill_texts
 from pipeline.training.loss import candidate_matrix, contrastive_loss, late_interaction_loss, late_interaction_scores
 from pipeline.training.settings import TrainingSettings, resolve_device
 from pipeline.training.supervision import TrainingPair
@@ -99,33 +99,81 @@ def test_weights_fingerprint_follows_any_change_of_the_weights():
     assert weights_fingerprint(model) != before
 
 
-class CountingRanker:
-    """Stands in for the ranker: each rebuild makes a new index object (as ``SkillRanker.rebuild_index`` does)."""
+class CountingBuild:
+    """Stands in for ``SkillIndex.build``: each call makes a new index object, of the skill_text asked for."""
 
     def __init__(self):
-        self.index, self.rebuilt = "untrained index", []
+        self.built = []
 
-    def rebuild_index(self, taxonomy):
-        self.rebuilt.append(taxonomy)
-        self.index = f"index {len(self.rebuilt)}"
+    def __call__(self, taxonomy, encoder, mode):
+        self.built.append(mode)
+        return SimpleNamespace(mode=mode, number=len(self.built))
 
 
-def test_the_skill_index_is_embedded_again_only_for_weights_not_seen_lately():
-    model, ranker = torch.nn.Linear(3, 2), CountingRanker()
-    first = weights_fingerprint(model)
-    trainer = SimpleNamespace(encoder=SimpleNamespace(model=model), ranker=ranker, taxonomy="esco",
-                              indexed_weights=first, recent_indexes=OrderedDict([(first, ranker.index)]))
-    trainer_module.Trainer.refresh_skill_index(trainer)  # e.g. the evaluation at step 0
-    assert ranker.rebuilt == []
+def test_the_evaluation_index_is_embedded_again_only_for_weights_not_seen_lately(monkeypatch):
+    build = CountingBuild()
+    monkeypatch.setattr(trainer_module.SkillIndex, "build", build)
+    model = torch.nn.Linear(3, 2)
+    untrained = SimpleNamespace(mode="preferred", number=0)  # the index the pipeline was initialized with
+    trainer = SimpleNamespace(encoder=SimpleNamespace(model=model), taxonomy="esco",
+                              settings=SimpleNamespace(evaluation_skill_text="preferred"),
+                              recent_indexes=OrderedDict([(weights_fingerprint(model), untrained)]))
+    assert trainer_module.Trainer.evaluation_index(trainer) is untrained  # e.g. the evaluation at step 0
     start = copy_state(model)
     with torch.no_grad():
         model.weight += 1.0  # a training step, or a checkpoint's weights loaded
-    trainer_module.Trainer.refresh_skill_index(trainer)
-    trainer_module.Trainer.refresh_skill_index(trainer)  # scored again with the same weights: no second embedding
-    assert ranker.rebuilt == ["esco"] and ranker.index == "index 1"
+    first = trainer_module.Trainer.evaluation_index(trainer)
+    assert trainer_module.Trainer.evaluation_index(trainer) is first  # scored again with the same weights
+    assert build.built == ["preferred"]
     model.load_state_dict(start)  # back to weights embedded before (the best, restored after interpolation)
-    trainer_module.Trainer.refresh_skill_index(trainer)
-    assert ranker.rebuilt == ["esco"] and ranker.index == "untrained index"
+    assert trainer_module.Trainer.evaluation_index(trainer) is untrained and build.built == ["preferred"]
+
+
+@pytest.mark.parametrize("shipped, rebuilt", [("preferred", False), ("preferred+alt", True)])
+def test_the_shipped_index_is_the_evaluation_index_unless_its_skill_text_differs(monkeypatch, shipped, rebuilt):
+    """The default trains selecting on the preferred labels and ships every alternative label: that index is
+    embedded once, for the weights chosen; a ranker of the evaluation's own skill_text ships its index as it is."""
+    monkeypatch.setattr(trainer_module.SkillIndex, "build", CountingBuild())
+    model = torch.nn.Linear(3, 2)
+    ranker = SimpleNamespace(settings=SimpleNamespace(skill_text=shipped), index="initial", rebuilt=[])
+    ranker.rebuild_index = lambda taxonomy: (ranker.rebuilt.append(taxonomy),
+                                             setattr(ranker, "index", f"{ranker.settings.skill_text} index"))
+    trainer = SimpleNamespace(encoder=SimpleNamespace(model=model), taxonomy="esco", ranker=ranker,
+                              settings=SimpleNamespace(evaluation_skill_text="preferred"), recent_indexes=OrderedDict())
+    trainer.evaluation_index = lambda: trainer_module.Trainer.evaluation_index(trainer)
+    assert trainer_module.Trainer.ship_index(trainer) is rebuilt
+    if rebuilt:
+        assert ranker.rebuilt == ["esco"] and ranker.index == "preferred+alt index"
+    else:
+        assert ranker.rebuilt == [] and ranker.index.mode == "preferred"
+
+
+@pytest.mark.slow
+def test_a_run_selects_on_preferred_labels_and_ships_every_label(tiny_corpus, esco_path, shared_path, tmp_path):
+    """configs/default.cfg's split, end to end: evaluations rank against the preferred labels, the saved
+    pipeline's index holds every alternative label embedded by the shipped weights, its metrics are its own."""
+    out = tmp_path / "model"
+    overrides = [o for o in TINY if not o.startswith("training.interpolation")] + [
+        "training.interpolation=[1.0]", 'components.esco_skill_ranker.skill_text="preferred+alt"']
+    summary = train(str(ROOT / "configs" / "in_batch.cfg"), tiny_corpus, out, esco=esco_path,
+                    validation=[shared_path / "benchmark" / "tech_validation_annotations.csv"], overrides=overrides)
+    nlp = spacy.load(out)
+    ranker = nlp.get_pipe("esco_skill_ranker")
+    index = ranker.index
+    assert ranker.settings.skill_text == index.mode == "preferred+alt" and len(index.vectors) > 5 * len(index.uris)
+    rows = list(range(0, len(index.vectors), 991))
+    texts = [t for skill in find_taxonomy(nlp).skills.values() for t in skill_texts(skill, "preferred+alt")]
+    again = ranker.encoder.encode([texts[i] for i in rows], max_length=ranker.encoder.settings.skill_max_length)
+    assert np.abs(again - index.vectors[rows]).max() < 2e-3
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    shipped = [entry for entry in log if entry.get("skill_text") == "preferred+alt"]
+    assert len(shipped) == 1 and shipped[0] is log[-1]
+    assert summary["best_metrics"]["tech/rp@5"] == shipped[0]["tech/rp@5"]
+    assert nlp.meta["performance"]["tech/rp@5"] == pytest.approx(shipped[0]["tech/rp@5"])  # meta.json rounds
+    # The evaluations before it ranked against the preferred labels: the shipped index holds the paraphrase dev's
+    # held-out alternative labels verbatim, so the same weights score far higher on it there.
+    selected = [entry for entry in log if "skill_text" not in entry]
+    assert shipped[0]["paraphrase/rp@5"] > max(entry["paraphrase/rp@5"] for entry in selected) + 0.03
 
 
 def test_saved_training_config_is_complete_and_reproducible(trained):

@@ -175,8 +175,11 @@ def skill_features(ranking: Sequence[SkillPrediction], sent: Span, explicit_weig
     """[n, len(SKILL_FEATURES) - 1] in ranking order; the gate column is appended once known (``with_gate``).
 
     - ``score``: an implied skill's ranker cosine — fusion scales implied scores by ``1 - explicit_weight`` in a
-      sentence with a literal match, so that factor is undone and one threshold means the same everywhere; an
-      explicit skill's fused score;
+      sentence with a literal match, so that factor is undone and one threshold means the same everywhere; its
+      cosine with the preferred label alone (``label_score``) when the ranker scored the best of several labels,
+      which ranks better within a sentence but inflates skills with many labels across sentences (on the
+      benchmark files the decided set lost 2–4 F1 points calibrated on that maximum); an explicit skill's fused
+      score;
     - ``gap``, ``log_rank``: its distance to, and log(1 + its rank among), the skills of the same kind (explicit /
       implied) in the sentence: fusion puts every literal match first, so an implied skill is compared with the
       implied ones;
@@ -186,7 +189,8 @@ def skill_features(ranking: Sequence[SkillPrediction], sent: Span, explicit_weig
     n_explicit = sum(p.explicit for p in ranking)
     scale = implied_scale(n_explicit > 0, explicit_weight)
     unfuse = 1.0 / scale if scale > 0.0 else 1.0
-    scores = np.array([p.score if p.explicit else p.score * unfuse for p in ranking], np.float64)
+    scores = np.array([p.score if p.explicit else p.label_score if p.label_score is not None else p.score * unfuse
+                       for p in ranking], np.float64)
     out = np.zeros((len(ranking), len(SKILL_FEATURES) - 1), np.float64)
     implied_top = max((s for s, p in zip(scores, ranking) if not p.explicit), default=0.0)
     for kind in (True, False):
@@ -367,7 +371,7 @@ class SkillDecider(Serializable):
         pred = cands.ranking[i]
         evidence = list(pred.evidence) if pred.explicit else self.evidence(cands, pred.uri)
         return SkillPrediction(pred.uri, pred.label, pred.score, pred.explicit, list(pred.spans),
-                               probability=probability, evidence=evidence)
+                               probability=probability, evidence=evidence, label_score=pred.label_score)
 
     def evidence(self, cands: SentenceCandidates, uri: str) -> List[Evidence]:
         """The sentence's words most similar to the skill (see the module docstring)."""

@@ -37,7 +37,8 @@ from spacy.tokens import Doc, Span
 from pipeline.components.segmenter import is_sentence
 
 SPANS_KEY = "esco_skills"
-RAW_KEY = "esco_predictions"  # Doc extension holding {sentence start token: [[uri, label, score, explicit, [[start, end], ...]], ...]}
+# Doc extension holding {sentence start token: [[uri, label, score, explicit, [[start, end], ...](, label_score)], ...]}
+RAW_KEY = "esco_predictions"
 DECISIONS_KEY = "esco_decisions"  # Doc extension holding the decided sets (see the module docstring)
 SKIPPED_KEY = "esco_skipped"  # Doc extension {sentence start token: reason} for sentences no skill is looked for in
 
@@ -64,6 +65,10 @@ class SkillPrediction:
     spans: List[Span] = field(default_factory=list)
     probability: Optional[float] = None  # calibrated P(the sentence asks for this skill); set-members only
     evidence: List[Evidence] = field(default_factory=list)
+    # The sentence's cosine with the skill's preferred label alone, when the ranker scores a skill by the best of
+    # several texts (skill_text with alternative labels): a max over 30 labels is higher than over 1, so scores
+    # of skills with many labels are not comparable across skills; the decider calibrates on this one.
+    label_score: Optional[float] = None
 
     def to_dict(self) -> dict:
         out = {
@@ -85,9 +90,10 @@ def mention_evidence(spans: Sequence[Span]) -> List[Evidence]:
 
 def _rebuild(doc: Doc, rows: Sequence[list]) -> List[SkillPrediction]:
     preds = []
-    for uri, label, score, explicit, spans in rows:
+    for uri, label, score, explicit, spans, *label_score in rows:  # a sixth item only when the ranker gave one
         mentions = [doc[s:e] for s, e in spans]
-        preds.append(SkillPrediction(uri, label, score, explicit, mentions, evidence=mention_evidence(mentions)))
+        preds.append(SkillPrediction(uri, label, score, explicit, mentions, evidence=mention_evidence(mentions),
+                                     label_score=label_score[0] if label_score else None))
     return preds
 
 
@@ -218,6 +224,8 @@ def aggregate(per_sentence: Iterable[Sequence[SkillPrediction]]) -> List[SkillPr
                 current.evidence.extend(pred.evidence)
                 if pred.probability is not None:
                     current.probability = max(current.probability or 0.0, pred.probability)
+                if pred.label_score is not None:
+                    current.label_score = max(current.label_score or 0.0, pred.label_score)
     return sorted(best.values(), key=lambda p: (-p.score, -counts[p.uri], not p.explicit, p.label))
 
 
@@ -225,7 +233,7 @@ def set_predictions(doc: Doc, per_sentence: Dict[int, List[SkillPrediction]]) ->
     """Store sentence predictions (keyed by the sentence's first token) in serializable form."""
     doc._.set(RAW_KEY, {
         str(start): [[p.uri, p.label, float(p.score), bool(p.explicit), [[s.start, s.end] for s in p.spans]]
-                     for p in preds]
+                     + ([float(p.label_score)] if p.label_score is not None else []) for p in preds]
         for start, preds in per_sentence.items()
     })
 

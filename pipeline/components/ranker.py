@@ -18,6 +18,7 @@ matcher's score for skills it found literally and 0 otherwise. With ``explicit_w
 alone; at 0.5 or more every literal match ranks above every implied skill.
 """
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, get_args
 
@@ -46,6 +47,7 @@ ENCODER_DIR = "encoder"
 INDEX_FILE = "skill_index.npy"
 SKILLS_FILE = "skills.msgpack"
 SORT_WINDOW = 8  # encoder batches' worth of docs sorted by length together
+POOL_BLOCK = 256  # sentences scored together against an index of several texts per skill (~100 MB at ~99k texts)
 
 
 def skill_texts(skill: Skill, mode: str) -> List[str]:
@@ -86,8 +88,16 @@ class SkillIndex:
         return cls(uris, labels, types, vectors, np.asarray(offsets), mode)
 
     def scores(self, sentence_vectors: np.ndarray, pooling: str = "max") -> np.ndarray:
-        """[S, D] sentence embeddings → [S, n_skills] cosine, pooled over each skill's texts."""
-        return self.pool(sentence_vectors @ self.vectors.T, pooling)  # [S, n_texts] → [S, n_skills]
+        """[S, D] sentence embeddings → [S, n_skills] cosine, pooled over each skill's texts. With several texts
+        per skill the [S, n_texts] similarities are made a block of sentences at a time: a window of whole ads is
+        thousands of sentences, and ~99k texts would make that a matrix of gigabytes."""
+        if not self.several_texts:
+            return sentence_vectors @ self.vectors.T
+        out = np.empty((len(sentence_vectors), len(self.offsets)), np.float32)
+        for start in range(0, len(sentence_vectors), POOL_BLOCK):
+            block = sentence_vectors[start:start + POOL_BLOCK]
+            out[start:start + len(block)] = self.pool(block @ self.vectors.T, pooling)  # [B, n_texts] → [B, n_skills]
+        return out
 
     def pool(self, sims: np.ndarray, pooling: str = "max") -> np.ndarray:
         """[S, n_texts] similarities → [S, n_skills], max or mean over each skill's texts."""
@@ -97,6 +107,18 @@ class SkillIndex:
             counts = np.diff(np.append(self.offsets, sims.shape[1]))
             return np.add.reduceat(sims, self.offsets, axis=1) / counts
         return np.maximum.reduceat(sims, self.offsets, axis=1)
+
+    @property
+    def several_texts(self) -> bool:
+        """Whether a skill is scored over more texts than its preferred label (an index with alternative labels or
+        descriptions)."""
+        return len(self.vectors) > len(self.offsets)
+
+    def preferred_scores(self, sentence_vector: np.ndarray, skills: Sequence[int]) -> np.ndarray:
+        """[len(skills)] cosine of one sentence vector with those skills' preferred labels (each skill's first
+        row), clipped to [0, 1]."""
+        rows = self.offsets[np.asarray(skills, np.int64)]
+        return np.clip(self.vectors[rows] @ sentence_vector, 0.0, 1.0)
 
     def token_scores(self, tokens: np.ndarray, temperature: float, pooling: str = "max") -> np.ndarray:
         """[T, D] one sentence's token vectors → [n_skills]: per skill text, the token similarities pooled with
@@ -179,6 +201,21 @@ class SkillRanker(Serializable):
             raise NotInitializedError(f"'{self.name}' has no encoder: initialize it first.")
         self.index = SkillIndex.build(taxonomy, self.encoder, self.settings.skill_text, progress=progress)
 
+    @contextmanager
+    def ranking_with(self, index: SkillIndex) -> Iterator["SkillRanker"]:
+        """Rank with another index, under the ``skill_text`` it was built with, until the block ends: the trainer
+        scores its checkpoints with an index of preferred labels (13,896 texts to embed per evaluation) while the
+        pipeline ships one with every alternative label (seven times as many)."""
+        if index.mode is None:
+            raise ValueError("ranking_with needs an index that records its skill_text (SkillIndex.build does)")
+        kept = self.index, self.settings
+        self.index = index
+        self.settings = self.settings.replace(f"components.{self.name}", skill_text=index.mode)
+        try:
+            yield self
+        finally:
+            self.index, self.settings = kept
+
     # ------------------------------------------------------------------ running
     def __call__(self, doc: Doc) -> Doc:
         return next(iter(self.pipe([doc])))
@@ -195,11 +232,13 @@ class SkillRanker(Serializable):
         with_pieces = self._pieces_wanted()
         for batch in minibatch(docs, size=batch_size * SORT_WINDOW):
             sentences = [(doc, sent) for doc in batch for sent in self._sentences(doc)]
-            scores, rows, pieces = self._unique_scores([sent.text.strip() for _, sent in sentences], with_pieces)
+            scores, rows, pieces, vectors = self._unique_scores([sent.text.strip() for _, sent in sentences],
+                                                                with_pieces)
             # Sentences too short to rank keep what the matcher found in them.
             per_doc: Dict[int, Dict[int, List[SkillPrediction]]] = {id(doc): doc._.esco_sentence_skills for doc in batch}
             for (doc, sent), row in zip(sentences, rows):
-                per_doc[id(doc)][sent.start] = self.rank_sentence(sent, scores[row], per_doc[id(doc)])
+                per_doc[id(doc)][sent.start] = self.rank_sentence(sent, scores[row], per_doc[id(doc)],
+                                                                  vectors[row] if vectors is not None else None)
             if pieces is not None:
                 kept: Dict[int, Dict[int, TokenEncoding]] = {id(doc): {} for doc in batch}
                 for (doc, sent), row in zip(sentences, rows):
@@ -215,15 +254,17 @@ class SkillRanker(Serializable):
         return any(getattr(proc, "reads_piece_vectors", False) for _, proc in self.nlp.pipeline)
 
     def _unique_scores(self, texts: List[str], with_pieces: bool = False
-                       ) -> Tuple[np.ndarray, np.ndarray, Optional[List[TokenEncoding]]]:
-        """Scores ``[n_unique, n_skills]`` of the distinct texts, each text's row in them, and (``with_pieces``) the
-        distinct texts' word pieces: a sentence repeated in the batch (boilerplate, a pasted ad) is embedded and
-        scored once, and its row is not copied (a window of ads holds thousands of 13,896-wide rows)."""
+                       ) -> Tuple[np.ndarray, np.ndarray, Optional[List[TokenEncoding]], Optional[np.ndarray]]:
+        """Scores ``[n_unique, n_skills]`` of the distinct texts, each text's row in them, (``with_pieces``) the
+        distinct texts' word pieces, and their sentence vectors (sentence scoring): a sentence repeated in the batch
+        (boilerplate, a pasted ad) is embedded and scored once, and its row is not copied (a window of ads holds
+        thousands of 13,896-wide rows)."""
         if not texts:
-            return np.zeros((0, len(self.index)), np.float32), np.zeros(0, np.int64), ([] if with_pieces else None)
+            return (np.zeros((0, len(self.index)), np.float32), np.zeros(0, np.int64),
+                    ([] if with_pieces else None), None)
         unique, rows = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-        scores, pieces = self.score_and_encode(list(unique), with_pieces)
-        return scores, rows.reshape(-1), pieces
+        vectors, scores, pieces = self._score(list(unique), with_pieces)
+        return scores, rows.reshape(-1), pieces, vectors
 
     def _check_ready(self) -> None:
         if self.encoder is None or self.index is None:
@@ -241,9 +282,11 @@ class SkillRanker(Serializable):
         skipped = skipped_sentences(doc)
         return [s for s in sents if len(s.text.strip()) >= self.settings.min_sentence_chars and s.start not in skipped]
 
-    def rank_sentence(self, sent: Span, row: np.ndarray,
-                      explicit_by_sentence: Dict[int, List[SkillPrediction]]) -> List[SkillPrediction]:
-        """Top-k skills of one sentence, literal matches fused in (see the module docstring)."""
+    def rank_sentence(self, sent: Span, row: np.ndarray, explicit_by_sentence: Dict[int, List[SkillPrediction]],
+                      vector: Optional[np.ndarray] = None) -> List[SkillPrediction]:
+        """Top-k skills of one sentence, literal matches fused in (see the module docstring). With an index of
+        several texts per skill and the sentence's vector, each prediction also carries ``label_score``, its
+        cosine with the preferred label alone: what the decider calibrates on."""
         explicit = {p.uri: p for p in explicit_by_sentence.get(sent.start, [])}
         w, top_k = self.settings.explicit_weight, self.settings.top_k
         scale = implied_scale(bool(explicit), w)
@@ -254,15 +297,19 @@ class SkillRanker(Serializable):
         for uri in explicit:
             if uri in self.index.position:
                 candidates.add(self.index.position[uri])
+        order = sorted(candidates)
+        label_scores = (self.index.preferred_scores(vector, order) if vector is not None and self.index.several_texts
+                        else [None] * len(order))
         preds: List[SkillPrediction] = []
-        for i in candidates:
+        for i, label_score in zip(order, label_scores):
             uri = self.index.uris[i]
             match = explicit.get(uri)
             score = float(fused[i] + (w * match.score if match else 0.0))
             if score < self.settings.threshold and match is None:
                 continue
             preds.append(SkillPrediction(uri, self.index.labels[i], score, match is not None,
-                                         list(match.spans) if match else []))
+                                         list(match.spans) if match else [],
+                                         label_score=None if label_score is None else float(label_score)))
         preds.sort(key=lambda p: -p.score)
         explicit_preds = [p for p in preds if p.explicit]
         implicit_preds = [p for p in preds if not p.explicit][: max(0, top_k - len(explicit_preds))]
@@ -276,6 +323,12 @@ class SkillRanker(Serializable):
                          ) -> Tuple[np.ndarray, Optional[List[TokenEncoding]]]:
         """``score_texts``, and with ``with_pieces`` (or token scoring) each text's word pieces from the same
         encoder pass (``encode_with_tokens``: the same sentence vectors as ``encode``, so the same ranking)."""
+        _, scores, pieces = self._score(texts, with_pieces)
+        return scores, pieces
+
+    def _score(self, texts: Sequence[str], with_pieces: bool = False
+               ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[List[TokenEncoding]]]:
+        """``score_and_encode`` with the sentence vectors in front (``None`` under token scoring)."""
         self._check_ready()
         settings, texts = self.settings, list(texts)
         pieces: Optional[List[TokenEncoding]] = None
@@ -287,9 +340,10 @@ class SkillRanker(Serializable):
             rows = [self.index.token_scores(units, settings.token_temperature, settings.label_pooling)
                     for _, units in pieces]
             scores = np.stack(rows) if rows else np.zeros((0, len(self.index)), np.float32)
+            vectors = None  # a skill's token score is not its cosine with one sentence vector
         else:
             scores = self.index.scores(vectors, settings.label_pooling)
-        return np.clip(scores, 0.0, 1.0, out=scores), pieces  # in place: no second [n, n_skills] array
+        return vectors, np.clip(scores, 0.0, 1.0, out=scores), pieces  # in place: no second [n, n_skills] array
 
     # ------------------------------------------------------------------ serialization
     def serialization_parts(self) -> Dict[str, Part]:

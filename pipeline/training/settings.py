@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Mapping, Tuple
 import torch
 from pydantic import field_validator
 
+from pipeline.components.ranker import SkillTextMode
 from pipeline.errors import ConfigError
 from pipeline.settings import Field, Settings, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -47,6 +48,11 @@ class TrainingSettings(Settings):
     # Weight-space interpolation toward the untrained encoder (WiSE-FT): after training, each alpha gives
     # weights (1 - alpha) * untrained + alpha * best; the one that scores best is kept. (1.0,) = off.
     interpolation: Tuple[Alpha, ...] = Field((1.0,), min_length=1)
+    # The skill texts the evaluations above rank against (selection, interpolation). The ranker's own skill_text
+    # is embedded once, for the chosen weights, when training ends. Preferred labels: 13,896 texts to embed per
+    # evaluation instead of ~99k with every alternative label — an index that would also hold the paraphrase
+    # dev's held-out alternative labels verbatim.
+    evaluation_skill_text: SkillTextMode = "preferred"
 
     @field_validator("device")
     @classmethod

@@ -143,27 +143,35 @@ class Trainer:
         self.checkpoint_dir = self.output.with_name(self.output.name + ".checkpoint")
         self.skill_vectors: Optional[np.ndarray] = None
         self.rng = random.Random(seed)
-        # The ranker's index was built from the encoder as it is now (initialize, or from_disk of a saved pipeline).
-        self.indexed_weights = weights_fingerprint(self.encoder.model)
-        # The indexes of the last few weights embedded: restoring the best weights after the interpolation tries
-        # (or an evaluation of weights seen before) reuses theirs instead of embedding every skill again.
-        self.recent_indexes: "OrderedDict[str, SkillIndex]" = OrderedDict([(self.indexed_weights, self.ranker.index)])
+        # The indexes (of `evaluation_skill_text`) of the last few weights embedded: restoring the best weights after
+        # the interpolation tries (or an evaluation of weights seen before) reuses theirs instead of embedding every
+        # skill again. The ranker's own index was built from the encoder as it is now (initialize, or from_disk).
+        self.recent_indexes: "OrderedDict[str, SkillIndex]" = OrderedDict()
+        if self.ranker.index.mode == settings.evaluation_skill_text:
+            self.recent_indexes[weights_fingerprint(self.encoder.model)] = self.ranker.index
 
-    def refresh_skill_index(self) -> None:
-        """The ranker's index, embedded again only if the weights changed since it was built (13,896 skills: tens
-        of seconds on two cores, at every evaluation)."""
+    def evaluation_index(self) -> SkillIndex:
+        """The current weights' index of `evaluation_skill_text`, embedded again only if the weights changed since
+        it was built (13,896 skills: tens of seconds on two cores, at every evaluation)."""
         fingerprint = weights_fingerprint(self.encoder.model)
-        if fingerprint == self.indexed_weights:
-            return
-        if fingerprint in self.recent_indexes:
-            self.ranker.index = self.recent_indexes[fingerprint]
-        else:
-            self.ranker.rebuild_index(self.taxonomy)
-            self.recent_indexes[fingerprint] = self.ranker.index
+        if fingerprint not in self.recent_indexes:
+            self.recent_indexes[fingerprint] = SkillIndex.build(self.taxonomy, self.encoder,
+                                                                self.settings.evaluation_skill_text)
             while len(self.recent_indexes) > RECENT_INDEXES:
                 self.recent_indexes.popitem(last=False)
         self.recent_indexes.move_to_end(fingerprint)
-        self.indexed_weights = fingerprint
+        return self.recent_indexes[fingerprint]
+
+    def ship_index(self) -> bool:
+        """Leave the ranker the index it ships for the current weights: the evaluation index when it is of the
+        ranker's skill_text, else embedded once now. Returns whether the shipped index differs from the one the
+        evaluations ranked with."""
+        index = self.evaluation_index()
+        if index.mode == self.ranker.settings.skill_text:
+            self.ranker.index = index
+            return False
+        self.ranker.rebuild_index(self.taxonomy)
+        return True
 
     def refresh_negative_index(self) -> None:
         """The skill vectors hard-negative mining searches (refreshed every `refresh_every` steps)."""
@@ -203,9 +211,13 @@ class Trainer:
         return float(loss.detach().cpu())
 
     def evaluate(self) -> Dict[str, float]:
-        """Score the current weights (their skill index first) on the validation files and the dev signals."""
+        """Score the current weights (their evaluation index first) on the validation files and the dev signals."""
         self.encoder.eval()
-        self.refresh_skill_index()
+        with self.ranker.ranking_with(self.evaluation_index()):
+            return self.scores()
+
+    def scores(self) -> Dict[str, float]:
+        """The pipeline as it ranks now, on the validation files and the dev signals."""
         metrics = validation_scores(self.nlp, self.validation) if self.validation else {}
         if self.dev is not None:
             metrics.update(dev_signal_scores(self.nlp, self.dev))
@@ -302,8 +314,8 @@ class Trainer:
 
     def _interpolate(self, best_state: StateDict, progress: Progress, log: TextIO) -> tuple[float, Dict[str, float]]:
         """Try each ``interpolation`` weight between the untrained and the best weights (1.0 = the best as they
-        are, already scored); keep the one that scores best. Leaves that encoder and its index in place, on the
-        CPU. Returns the weight and its metrics."""
+        are, already scored); keep the one that scores best. Leaves that encoder and the index the ranker ships
+        in place, on the CPU. Returns the weight and its metrics (of the shipped index)."""
         chosen, chosen_state, chosen_metrics = 1.0, best_state, progress.best_metrics
         best_score = progress.best
         for alpha in sorted(set(self.settings.interpolation) - {1.0}):
@@ -316,7 +328,10 @@ class Trainer:
                 chosen, chosen_state, chosen_metrics, best_score = alpha, state, metrics, score
         self.encoder.model.load_state_dict(chosen_state)
         self.encoder.eval()
-        self.refresh_skill_index()
+        if self.ship_index():  # what the pipeline ships ranks otherwise than what was selected: scored as it ships
+            chosen_metrics = self.scores()
+            self._log(log, {"step": progress.step, "interpolation": chosen, "skill_text": self.ranker.settings.skill_text,
+                            **chosen_metrics})
         self.encoder.to("cpu")
         return chosen, chosen_metrics
 
