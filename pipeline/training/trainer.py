@@ -166,9 +166,8 @@ class Trainer:
         """Leave the ranker the index it ships for the current weights: the evaluation index when it is of the
         ranker's skill_text, else embedded once now. Returns whether the shipped index differs from the one the
         evaluations ranked with."""
-        index = self.evaluation_index()
-        if index.mode == self.ranker.settings.skill_text:
-            self.ranker.index = index
+        if self.settings.evaluation_skill_text == self.ranker.settings.skill_text:
+            self.ranker.index = self.evaluation_index()
             return False
         self.ranker.rebuild_index(self.taxonomy)
         return True
@@ -330,8 +329,8 @@ class Trainer:
         self.encoder.eval()
         if self.ship_index():  # what the pipeline ships ranks otherwise than what was selected: scored as it ships
             chosen_metrics = self.scores()
-            self._log(log, {"step": progress.step, "interpolation": chosen, "skill_text": self.ranker.settings.skill_text,
-                            **chosen_metrics})
+            self._log(log, {"step": progress.step, "interpolation": chosen,
+                            "skill_text": self.ranker.settings.skill_text, **chosen_metrics})
         self.encoder.to("cpu")
         return chosen, chosen_metrics
 
