@@ -130,7 +130,7 @@ def test_encoder_resolves_from_package_and_never_downloads(tmp_path):
     [({"top_k": 0}, "top_k"), ({"threshold": 1.5}, "threshold"), ({"skill_text": "labels"}, "skill_text"),
      ({"explicit_weight": -0.1}, "explicit_weight"), ({"encoder": {"pooling": "max"}}, r"encoder\] pooling"),
      ({"scoring": "tokens"}, "scoring"), ({"token_temperature": 0.0}, "token_temperature"),
-     ({"label_pooling": "median"}, "label_pooling")],
+     ({"label_pooling": "median"}, "label_pooling"), ({"preferred_weight": 1.5}, "preferred_weight")],
 )
 def test_bad_ranker_config_names_the_key(esco_path, override, key):
     config = base_config().merge({"components": {"esco_skill_ranker": override}})
@@ -146,11 +146,18 @@ def test_label_pooling_and_token_scores_follow_their_definitions():
     sentence = np.array([[0.6, 0.8, 0.0]], dtype=np.float32)
     assert index.scores(sentence, "max")[0].tolist() == pytest.approx([0.8, 0.0])
     assert index.scores(sentence, "mean")[0].tolist() == pytest.approx([0.7, 0.0])
+    # A quarter of the preferred label (0.6), three quarters of the best label (0.8).
+    assert index.scores(sentence, "max", 0.25)[0].tolist() == pytest.approx([0.75, 0.0])
+    assert index.scores(sentence, "mean", 1.0)[0].tolist() == pytest.approx([0.6, 0.0])
+    preferred_only = SkillIndex(["a", "b"], ["A", "B"], ["", ""], vectors[[0, 2]], np.array([0, 1]))
+    assert preferred_only.scores(sentence, "max", 0.25)[0].tolist() == pytest.approx([0.6, 0.0])  # one text: no blend
     tokens = np.array([[1, 0, 0], [0, 0, 1]], dtype=np.float32)  # one token per skill
     # A low temperature picks each text's best token; a high one averages the tokens.
     assert index.token_scores(tokens, 0.001).tolist() == pytest.approx([1.0, 1.0])
     assert index.token_scores(tokens, 1000.0).tolist() == pytest.approx([0.5, 0.5], abs=1e-3)
     assert index.token_scores(np.zeros((0, 3), np.float32), 0.05).tolist() == [0.0, 0.0]
+    two_tokens = np.array([[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    assert index.token_scores(two_tokens, 0.001, "max", 0.5).tolist() == pytest.approx([0.7, 1.0])
 
 
 def test_token_scoring_ranks_the_implied_skill_and_mismatched_index_fails(pipeline_nlp, uri_of):

@@ -2,8 +2,11 @@
 
 Sentences and skills are embedded by the same encoder; a skill's score for a sentence is the cosine similarity
 (clipped to [0, 1]) with its labels (preferred label, and alternative labels or the description when
-``skill_text`` says so), pooled over them by ``label_pooling`` (max: the best-matching label; mean). The skill
-side is embedded once into an index stored in the component folder, which records the ``skill_text`` it was
+``skill_text`` says so), pooled over them by ``label_pooling`` (max: the best-matching label; mean), then blended
+with the preferred label's own cosine by ``preferred_weight`` (``w * preferred + (1 - w) * pooled``): an
+alternative label is weaker evidence than the name ESCO gives the skill (some are broader, some name a neighbour),
+so a sentence that matches only an alternative label well ranks a little lower than one that matches the name. The
+skill side is embedded once into an index stored in the component folder, which records the ``skill_text`` it was
 built with: loading it under another ``skill_text`` fails until ``rebuild_index`` is called.
 
 ``scoring`` chooses the sentence side: ``"sentence"`` compares the mean-pooled sentence vector with each skill;
@@ -87,7 +90,8 @@ class SkillIndex:
         vectors = encoder.encode(texts, max_length=encoder.settings.skill_max_length, progress=progress)
         return cls(uris, labels, types, vectors, np.asarray(offsets), mode)
 
-    def scores(self, sentence_vectors: np.ndarray, pooling: str = "max") -> np.ndarray:
+    def scores(self, sentence_vectors: np.ndarray, pooling: str = "max", preferred_weight: float = 0.0
+               ) -> np.ndarray:
         """[S, D] sentence embeddings → [S, n_skills] cosine, pooled over each skill's texts. With several texts
         per skill the [S, n_texts] similarities are made a block of sentences at a time: a window of whole ads is
         thousands of sentences, and ~99k texts would make that a matrix of gigabytes."""
@@ -96,17 +100,23 @@ class SkillIndex:
         out = np.empty((len(sentence_vectors), len(self.offsets)), np.float32)
         for start in range(0, len(sentence_vectors), POOL_BLOCK):
             block = sentence_vectors[start:start + POOL_BLOCK]
-            out[start:start + len(block)] = self.pool(block @ self.vectors.T, pooling)  # [B, n_texts] → [B, n_skills]
+            out[start:start + len(block)] = self.pool(block @ self.vectors.T, pooling,  # [B, n_texts] → [B, n_skills]
+                                                      preferred_weight)
         return out
 
-    def pool(self, sims: np.ndarray, pooling: str = "max") -> np.ndarray:
-        """[S, n_texts] similarities → [S, n_skills], max or mean over each skill's texts."""
+    def pool(self, sims: np.ndarray, pooling: str = "max", preferred_weight: float = 0.0) -> np.ndarray:
+        """[S, n_texts] similarities → [S, n_skills], max or mean over each skill's texts, blended with the preferred
+        label's similarity (each skill's first text) by ``preferred_weight``."""
         if len(self.offsets) == sims.shape[1]:
             return sims
         if pooling == "mean":
             counts = np.diff(np.append(self.offsets, sims.shape[1]))
-            return np.add.reduceat(sims, self.offsets, axis=1) / counts
-        return np.maximum.reduceat(sims, self.offsets, axis=1)
+            pooled = np.add.reduceat(sims, self.offsets, axis=1) / counts
+        else:
+            pooled = np.maximum.reduceat(sims, self.offsets, axis=1)
+        if preferred_weight:
+            pooled = preferred_weight * sims[:, self.offsets] + (1.0 - preferred_weight) * pooled
+        return pooled
 
     @property
     def several_texts(self) -> bool:
@@ -120,7 +130,8 @@ class SkillIndex:
         rows = self.offsets[np.asarray(skills, np.int64)]
         return np.clip(self.vectors[rows] @ sentence_vector, 0.0, 1.0)
 
-    def token_scores(self, tokens: np.ndarray, temperature: float, pooling: str = "max") -> np.ndarray:
+    def token_scores(self, tokens: np.ndarray, temperature: float, pooling: str = "max",
+                     preferred_weight: float = 0.0) -> np.ndarray:
         """[T, D] one sentence's token vectors → [n_skills]: per skill text, the token similarities pooled with
         softmax weights (temperature → 0: the best token; → ∞: their mean), then pooled over the skill's texts."""
         if not len(tokens):
@@ -128,7 +139,7 @@ class SkillIndex:
         sims = tokens @ self.vectors.T  # [T, n_texts]
         weights = np.exp((sims - sims.max(axis=0, keepdims=True)) / temperature)
         pooled = (weights * sims).sum(axis=0) / weights.sum(axis=0)  # [n_texts]
-        return self.pool(pooled[None, :], pooling)[0]
+        return self.pool(pooled[None, :], pooling, preferred_weight)[0]
 
     @classmethod
     def empty(cls) -> "SkillIndex":
@@ -160,6 +171,7 @@ class RankerSettings(Settings):
     encoder: EncoderSettings = EncoderSettings()
     skill_text: SkillTextMode = "preferred"
     label_pooling: LabelPooling = "max"
+    preferred_weight: StrictFloat = Field(0.0, ge=0.0, le=1.0)  # 0: the pooled labels alone; 1: the preferred label
     scoring: Scoring = "sentence"
     token_temperature: StrictFloat = Field(0.05, gt=0.0)
     top_k: StrictInt = Field(10, ge=1)
@@ -337,12 +349,12 @@ class SkillRanker(Serializable):
         else:
             vectors = self.encoder.encode(texts)
         if settings.scoring == "token":
-            rows = [self.index.token_scores(units, settings.token_temperature, settings.label_pooling)
-                    for _, units in pieces]
+            rows = [self.index.token_scores(units, settings.token_temperature, settings.label_pooling,
+                                            settings.preferred_weight) for _, units in pieces]
             scores = np.stack(rows) if rows else np.zeros((0, len(self.index)), np.float32)
             vectors = None  # a skill's token score is not its cosine with one sentence vector
         else:
-            scores = self.index.scores(vectors, settings.label_pooling)
+            scores = self.index.scores(vectors, settings.label_pooling, settings.preferred_weight)
         return vectors, np.clip(scores, 0.0, 1.0, out=scores), pieces  # in place: no second [n, n_skills] array
 
     # ------------------------------------------------------------------ serialization
