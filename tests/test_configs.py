@@ -107,7 +107,7 @@ def test_base_is_not_a_recipe():
         resolve_training(read_config(CONFIGS / "base.cfg"))
 
 
-def test_default_is_the_implied_skills_recipe_on_the_mixture_trained_longer_ranking_every_label():
+def test_default_is_the_implied_skills_recipe_on_the_mixture_trained_longer_ranking_every_label_weighted():
     default, implied = read_config(CONFIGS / "default.cfg"), read_config(CONFIGS / "implied.cfg")
     longer = {"max_steps", "eval_every"}
     assert {k: v for k, v in default["training"].items() if k not in longer} == \
@@ -115,7 +115,8 @@ def test_default_is_the_implied_skills_recipe_on_the_mixture_trained_longer_rank
     assert default["training"]["max_steps"] == 3 * implied["training"]["max_steps"]
     ranker, implied_ranker = default["components"][RANKER], implied["components"][RANKER]
     assert ranker["skill_text"] == "preferred+alt" and implied_ranker["skill_text"] == "preferred"
-    assert {**ranker, "skill_text": "preferred"} == implied_ranker
+    assert ranker["preferred_weight"] == 0.25 and implied_ranker["preferred_weight"] == 0.0
+    assert {**ranker, "skill_text": "preferred", "preferred_weight": 0.0} == implied_ranker
     assert {k: v for k, v in default.items() if k not in ("training", "components")} == \
            {k: v for k, v in implied.items() if k not in ("training", "components")}
     assert {k: v for k, v in default["components"].items() if k != RANKER} == \

@@ -97,7 +97,8 @@ def test_ranking_with_another_index_ranks_by_it_and_restores_the_shipped_one(pip
     offsets = shipped.offsets + (np.arange(len(shipped.offsets)) > skill)
     other = SkillIndex(shipped.uris, shipped.labels, shipped.types, vectors, offsets, "preferred+alt")
     before = ranker.score_texts([IMPLICIT])[0]
-    assert all(p.label_score is None for p in pipeline_nlp(IMPLICIT)._.esco_skills)  # one text per skill
+    plain = pipeline_nlp(IMPLICIT)._.esco_skills
+    assert all(p.label_score is None and "label_score" not in p.to_dict() for p in plain)  # one text per skill
     with ranker.ranking_with(other):
         assert ranker.settings.skill_text == "preferred+alt" and ranker.index is other
         inside = ranker.score_texts([IMPLICIT])[0]
@@ -109,6 +110,7 @@ def test_ranking_with_another_index_ranks_by_it_and_restores_the_shipped_one(pip
     assert top.uri == uri_of("patient record storage") and top.score == pytest.approx(1.0, abs=1e-5)
     assert [p.label_score for p in sentence] == pytest.approx([before[shipped.position[p.uri]] for p in sentence],
                                                               abs=1e-5)
+    assert top.to_dict()["label_score"] == round(top.label_score, 4) < 0.9  # the JSON output carries it too
     assert np.allclose(np.delete(inside, skill), np.delete(before, skill), atol=1e-6)  # the other skills unchanged
     with pytest.raises(RuntimeError):
         with ranker.ranking_with(other):

@@ -81,6 +81,8 @@ class SkillPrediction:
         }
         if self.probability is not None:
             out["probability"] = round(float(self.probability), 4)
+        if self.label_score is not None:
+            out["label_score"] = round(float(self.label_score), 4)
         return out
 
 
