@@ -28,6 +28,8 @@ MODELS ?= $(MODEL_DIR)
 A ?=
 B ?=
 COMPARE_METRIC ?= rp@5
+SET_A ?=
+SET_B ?=
 TEST_ARGS ?=
 TEST_MARK ?= -m "not slow"
 OUT ?= $(BUILD)/extract-ray
@@ -144,6 +146,7 @@ evaluate: install
 compare: install
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A='model-seed0 model-seed1' B='...'"; exit 2; }
 	$(BIN)/python -m pipeline compare $(foreach m,$(A),--a $(m)) $(foreach m,$(B),--b $(m)) $(BENCHMARK) \
+		$(foreach s,$(SET_A),--set-a $(s)) $(foreach s,$(SET_B),--set-b $(s)) \
 		--metric $(COMPARE_METRIC) --output $(BUILD)/compare.json
 
 # BENCH_ARGS: more bench options, e.g. the engines alone on more ads (Ray's fixed start-up weighs on short runs):

@@ -124,3 +124,29 @@ def test_compare_refuses_an_unknown_metric_before_loading_anything(shared_path, 
     result = CliRunner().invoke(app, ["compare", str(shared_path / TECH), "--a", str(tmp_path / "nowhere"),
                                       "--b", str(tmp_path / "nowhere"), "--metric", "f1"])
     assert result.exit_code == 2 and "unknown ranking metric 'f1'" in result.output
+
+
+@pytest.mark.heavy
+def test_compare_sets_each_side_s_config_so_one_model_compares_two_settings(pipeline_dir, pipeline_nlp, shared_path,
+                                                                            tmp_path):
+    """The same pipeline on both sides, B with the literal matches unfused (explicit_weight 0): B's numbers are
+    what `evaluate` gives under that override, A's the pipeline's own, and the JSON records both sides' settings."""
+    from pipeline.components.ranker import load_overridden
+
+    tech = shared_path / TECH
+    out = tmp_path / "cmp.json"
+    override = "components.esco_skill_ranker.explicit_weight=0"
+    result = CliRunner().invoke(app, ["compare", str(tech), "--a", str(pipeline_dir), "--b", str(pipeline_dir),
+                                      "--set-b", override, "--resamples", "500", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["set_a"] == [] and written["set_b"] == [override]
+    row = written["results"]["tech"]
+    unfused, rebuilt = load_overridden(pipeline_dir, {"components.esco_skill_ranker.explicit_weight": 0})
+    assert not rebuilt and unfused.get_pipe("esco_skill_ranker").settings.explicit_weight == 0.0
+    assert row["a"]["mean"] == pytest.approx(evaluate_benchmark(pipeline_nlp, tech).metrics["rp@5"])
+    assert row["b"]["mean"] == pytest.approx(evaluate_benchmark(unfused, tech).metrics["rp@5"])
+    assert row["b"]["mean"] != row["a"]["mean"]  # literal matches no longer placed first: another ranking
+    bad = CliRunner().invoke(app, ["compare", str(tech), "--a", str(pipeline_dir), "--b", str(pipeline_dir),
+                                   "--set-b", "explicit_weight=0"])
+    assert bad.exit_code != 0 and "section.key=value" in bad.output

@@ -284,14 +284,14 @@ def evaluate(
                                         "the skills)."),
 ) -> None:
     """RP@5 / RP@10 / MRR on benchmark CSVs and dev signals, span P/R/F1 (seqeval) on span files."""
-    from pipeline.components.pipes import RANKER, load_pipeline
-    from pipeline.components.ranker import sync_index
+    from pipeline.components.pipes import RANKER
+    from pipeline.components.ranker import load_overridden
     from pipeline.evaluation.report import evaluate_files, format_table
     from pipeline.training.config import parse_overrides
 
     try:
-        nlp = load_pipeline(model, config=parse_overrides(overrides))
-        if sync_index(nlp, force=any(".skill_text=" in item for item in overrides)):
+        nlp, rebuilt = load_overridden(model, parse_overrides(overrides))
+        if rebuilt:
             typer.echo("re-embedded the skills for the overridden skill_text")
         metrics = evaluate_files(nlp, files, corpus_dir=corpus, dev_signals=dev_signals and RANKER in nlp.pipe_names)
     except KNOWN_ERRORS as err:
@@ -311,20 +311,27 @@ def compare(
     resamples: int = typer.Option(10000, "--resamples", min=1, help="Bootstrap resamples of the sentences."),
     seed: int = typer.Option(0, "--seed", help="The bootstrap's random seed."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every number as JSON."),
+    set_a: List[str] = typer.Option([], "--set-a", help="Config override for side A's pipelines, e.g. --set-a "
+                                    "components.esco_skill_ranker.preferred_weight=0 (a new skill_text re-embeds "
+                                    "the skills)."),
+    set_b: List[str] = typer.Option([], "--set-b", help="Config override for side B's pipelines: the same models "
+                                    "on both sides compare two settings of one recipe."),
 ) -> None:
     """B against A: mean ± sd over seeds, B − A with a paired bootstrap 95 % interval over sentences, P(B > A)."""
     from pipeline.evaluation.comparison import compare as run_comparison
     from pipeline.evaluation.comparison import comparison_json, format_comparison
+    from pipeline.training.config import parse_overrides
 
     try:
-        results = run_comparison(a, b, files, metric=metric, resamples=resamples, seed=seed)
+        results = run_comparison(a, b, files, metric=metric, resamples=resamples, seed=seed,
+                                 a_config=parse_overrides(set_a), b_config=parse_overrides(set_b))
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(format_comparison(results, metric))
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(comparison_json(results, a, b, metric=metric, resamples=resamples, seed=seed),
-                                     indent=2))
+        output.write_text(json.dumps(comparison_json(results, a, b, metric=metric, resamples=resamples, seed=seed,
+                                                     a_config=set_a, b_config=set_b), indent=2))
 
 
 @app.command()

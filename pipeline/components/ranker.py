@@ -23,7 +23,7 @@ alone; at 0.5 or more every literal match ranks above every implied skill.
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, get_args
+from typing import Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, Union, get_args
 
 import numpy as np
 import srsly
@@ -34,7 +34,7 @@ from spacy.util import minibatch
 from pipeline.components.encoder import ENCODER_SETTINGS, EncoderSettings, TransformerEncoder, resolve_model_path
 from pipeline.components.factory import component_factory
 from pipeline.errors import ConfigError, IncompletePipelineError, NotInitializedError
-from pipeline.components.pipes import RANKER, find_taxonomy
+from pipeline.components.pipes import RANKER, find_taxonomy, load_pipeline
 from pipeline.components.predictions import (SkillPrediction, TokenEncoding, implied_scale, keep_piece_vectors,
                                               register_extensions, set_predictions, skipped_sentences)
 from pipeline.esco.taxonomy import EscoTaxonomy, Skill
@@ -403,6 +403,14 @@ def sync_index(nlp: Language, force: bool = False) -> bool:
         return False
     ranker.rebuild_index(find_taxonomy(nlp))
     return True
+
+
+def load_overridden(model: Union[str, Path, Language], config: Dict[str, object]) -> Tuple[Language, bool]:
+    """A pipeline loaded with config overrides (``{"components.esco_skill_ranker.preferred_weight": 0.5}``), its
+    skills re-embedded when an override names the ranker's ``skill_text``. Returns it and whether it re-embedded:
+    comparing one trained encoder under two settings needs no copy of the pipeline on disk."""
+    nlp = load_pipeline(model, config=config)
+    return nlp, sync_index(nlp, force=any(key.endswith(".skill_text") for key in config))
 
 
 @component_factory(RANKER, RankerSettings, assigns=["doc._.esco_skills", "doc._.esco_sentence_skills"])

@@ -18,12 +18,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from wasabi import table
 
-from pipeline.components.pipes import load_pipeline
 from pipeline.errors import ConfigError
 from pipeline.evaluation.benchmark import rank_benchmark, sentence_metric
 from pipeline.evaluation.validation import benchmark_pools, check_validation_files, validation_names
@@ -89,11 +88,15 @@ class Comparison:
                 **asdict(self.bootstrap)}
 
 
-def side_scores(models: Sequence[PathLike], files: Sequence[PathLike], metric: str) -> Dict[str, np.ndarray]:
-    """``str(file)`` → [models, scored sentences] of per-sentence ``metric``; one pipeline loaded at a time."""
+def side_scores(models: Sequence[PathLike], files: Sequence[PathLike], metric: str,
+                config: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
+    """``str(file)`` → [models, scored sentences] of per-sentence ``metric``; one pipeline loaded at a time, with
+    the ``config`` overrides (``load_overridden``)."""
+    from pipeline.components.ranker import load_overridden  # the encoder's imports only when a pipeline is loaded
+
     rows: Dict[str, List[List[float]]] = {str(file): [] for file in files}
     for model in models:
-        nlp = load_pipeline(model)
+        nlp, _ = load_overridden(model, config or {})
         for file in rows:
             rows[file].append(rank_benchmark(nlp, file).scores(metric))
         del nlp
@@ -101,8 +104,10 @@ def side_scores(models: Sequence[PathLike], files: Sequence[PathLike], metric: s
 
 
 def compare(a_models: Sequence[PathLike], b_models: Sequence[PathLike], files: Sequence[PathLike], *,
-            metric: str = "rp@5", resamples: int = 10000, seed: int = 0) -> List[Comparison]:
-    """One ``Comparison`` per file (in order, named as ``validation_names`` names them), then per pool."""
+            metric: str = "rp@5", resamples: int = 10000, seed: int = 0, a_config: Optional[Dict[str, Any]] = None,
+            b_config: Optional[Dict[str, Any]] = None) -> List[Comparison]:
+    """One ``Comparison`` per file (in order, named as ``validation_names`` names them), then per pool. ``a_config``
+    / ``b_config``: config overrides each side's pipelines load with (the same models under two settings)."""
     if not a_models or not b_models or not files:
         raise ConfigError("compare needs at least one model on each side (--a, --b) and one benchmark file")
     try:
@@ -111,7 +116,7 @@ def compare(a_models: Sequence[PathLike], b_models: Sequence[PathLike], files: S
         raise ConfigError(f"--metric: {err}") from err
     check_validation_files(files)
     names = validation_names(files)
-    a, b = side_scores(a_models, list(names), metric), side_scores(b_models, list(names), metric)
+    a, b = side_scores(a_models, list(names), metric, a_config), side_scores(b_models, list(names), metric, b_config)
     groups = {name: [path] for path, name in names.items()}
     groups.update(benchmark_pools(list(names)))
     out = []
@@ -124,9 +129,11 @@ def compare(a_models: Sequence[PathLike], b_models: Sequence[PathLike], files: S
 
 
 def comparison_json(results: Sequence[Comparison], a_models: Sequence[PathLike], b_models: Sequence[PathLike],
-                    *, metric: str, resamples: int, seed: int) -> Dict:
+                    *, metric: str, resamples: int, seed: int, a_config: Sequence[str] = (),
+                    b_config: Sequence[str] = ()) -> Dict:
     return {"metric": metric, "resamples": resamples, "seed": seed, "a": [str(m) for m in a_models],
-            "b": [str(m) for m in b_models], "results": {r.name: r.to_json() for r in results}}
+            "b": [str(m) for m in b_models], "set_a": list(a_config), "set_b": list(b_config),
+            "results": {r.name: r.to_json() for r in results}}
 
 
 def format_comparison(results: Sequence[Comparison], metric: str) -> str:
