@@ -114,8 +114,9 @@ class SkillIndex:
             pooled = np.add.reduceat(sims, self.offsets, axis=1) / counts
         else:
             pooled = np.maximum.reduceat(sims, self.offsets, axis=1)
-        if preferred_weight:
-            pooled = preferred_weight * sims[:, self.offsets] + (1.0 - preferred_weight) * pooled
+        if preferred_weight:  # in place: no third [S, n_skills] array
+            pooled *= 1.0 - preferred_weight
+            pooled += preferred_weight * np.take(sims, self.offsets, axis=1)
         return pooled
 
     @property
