@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.commands.cli import app
+from pipeline.errors import ConfigError
 from pipeline.evaluation.benchmark import evaluate_benchmark, sentence_metric
 from pipeline.evaluation.comparison import paired_bootstrap
 
@@ -144,6 +145,8 @@ def test_compare_sets_each_side_s_config_so_one_model_compares_two_settings(pipe
     row = written["results"]["tech"]
     unfused, rebuilt = load_overridden(pipeline_dir, {"components.esco_skill_ranker.explicit_weight": 0})
     assert not rebuilt and unfused.get_pipe("esco_skill_ranker").settings.explicit_weight == 0.0
+    with pytest.raises(ConfigError, match="when a pipeline is loaded"):  # a loaded pipeline cannot take overrides
+        load_overridden(pipeline_nlp, {"components.esco_skill_ranker.explicit_weight": 0})
     assert row["a"]["mean"] == pytest.approx(evaluate_benchmark(pipeline_nlp, tech).metrics["rp@5"])
     assert row["b"]["mean"] == pytest.approx(evaluate_benchmark(unfused, tech).metrics["rp@5"])
     assert row["b"]["mean"] != row["a"]["mean"]  # literal matches no longer placed first: another ranking

@@ -111,6 +111,12 @@ def test_ranking_with_another_index_ranks_by_it_and_restores_the_shipped_one(pip
     assert [p.label_score for p in sentence] == pytest.approx([before[shipped.position[p.uri]] for p in sentence],
                                                               abs=1e-5)
     assert top.to_dict()["label_score"] == round(top.label_score, 4) < 0.9  # the JSON output carries it too
+    # The ranker blends the preferred label in by its own setting: half of it, half of the best label (1.0).
+    with ranker.ranking_with(other):
+        ranker.settings = ranker.settings.replace(f"components.{ranker.name}", preferred_weight=0.5)
+        blended = ranker.score_texts([IMPLICIT])[0]
+    assert blended[skill] == pytest.approx(0.5 * before[skill] + 0.5, abs=1e-5)
+    assert np.allclose(np.delete(blended, skill), np.delete(before, skill), atol=1e-6)  # one text: unchanged
     assert np.allclose(np.delete(inside, skill), np.delete(before, skill), atol=1e-6)  # the other skills unchanged
     with pytest.raises(RuntimeError):
         with ranker.ranking_with(other):
@@ -150,7 +156,7 @@ def test_label_pooling_and_token_scores_follow_their_definitions():
     assert index.scores(sentence, "mean")[0].tolist() == pytest.approx([0.7, 0.0])
     # A quarter of the preferred label (0.6), three quarters of the best label (0.8).
     assert index.scores(sentence, "max", 0.25)[0].tolist() == pytest.approx([0.75, 0.0])
-    assert index.scores(sentence, "mean", 1.0)[0].tolist() == pytest.approx([0.6, 0.0])
+    assert index.scores(sentence, "mean", 0.5)[0].tolist() == pytest.approx([0.65, 0.0])  # half 0.6, half 0.7
     preferred_only = SkillIndex(["a", "b"], ["A", "B"], ["", ""], vectors[[0, 2]], np.array([0, 1]))
     assert preferred_only.scores(sentence, "max", 0.25)[0].tolist() == pytest.approx([0.6, 0.0])  # one text: no blend
     tokens = np.array([[1, 0, 0], [0, 0, 1]], dtype=np.float32)  # one token per skill

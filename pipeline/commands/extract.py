@@ -20,8 +20,8 @@ Output, one JSON object per ad::
 A prediction is ``{"uri", "label", "score", "explicit", "spans": [{"start_char", "end_char", "text"}],
 "evidence": [{"start_char", "end_char", "text"}], "probability", "label_score"}``: ``probability`` (calibrated) is
 there for set members a decider decided, ``label_score`` (the cosine with the preferred label alone) when the
-ranker scores a skill over several of its labels, ``evidence`` holds the words that support the prediction (the mention of a literal
-one). ``no_skill_reason`` says why a sentence's set is empty when something decided so: ``"boilerplate"``,
+ranker scores a skill over several of its labels, ``evidence`` holds the words that support the prediction (the
+mention of a literal one). ``no_skill_reason`` says why a sentence's set is empty when something decided so: ``"boilerplate"``,
 ``"section:<name>"``, ``"heading"`` (the boilerplate filter), ``"no_skill"`` (the decider's gate); ``null``
 otherwise. Without a decider the set holds the literal matches of sentences no filter skipped.
 

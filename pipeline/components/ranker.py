@@ -1,9 +1,9 @@
 """``esco_skill_ranker``: a bi-encoder that ranks all ESCO skills for every sentence.
 
 Sentences and skills are embedded by the same encoder; a skill's score for a sentence is the cosine similarity
-(clipped to [0, 1]) with its labels (preferred label, and alternative labels or the description when
-``skill_text`` says so), pooled over them by ``label_pooling`` (max: the best-matching label; mean), then blended
-with the preferred label's own cosine by ``preferred_weight`` (``w * preferred + (1 - w) * pooled``): an
+with its labels (preferred label, and alternative labels or the description when ``skill_text`` says so), pooled
+over them by ``label_pooling`` (max: the best-matching label; mean), then blended with the preferred label's own
+cosine by ``preferred_weight`` (``w * preferred + (1 - w) * pooled``), and clipped to [0, 1]: an
 alternative label is weaker evidence than the name ESCO gives the skill (some are broader, some name a neighbour),
 so a sentence that matches only an alternative label well ranks a little lower than one that matches the name. The
 skill side is embedded once into an index stored in the component folder, which records the ``skill_text`` it was
@@ -100,8 +100,8 @@ class SkillIndex:
         out = np.empty((len(sentence_vectors), len(self.offsets)), np.float32)
         for start in range(0, len(sentence_vectors), POOL_BLOCK):
             block = sentence_vectors[start:start + POOL_BLOCK]
-            out[start:start + len(block)] = self.pool(block @ self.vectors.T, pooling,  # [B, n_texts] → [B, n_skills]
-                                                      preferred_weight)
+            sims = block @ self.vectors.T  # [B, n_texts] → pooled [B, n_skills]
+            out[start:start + len(block)] = self.pool(sims, pooling, preferred_weight)
         return out
 
     def pool(self, sims: np.ndarray, pooling: str = "max", preferred_weight: float = 0.0) -> np.ndarray:
@@ -114,9 +114,11 @@ class SkillIndex:
             pooled = np.add.reduceat(sims, self.offsets, axis=1) / counts
         else:
             pooled = np.maximum.reduceat(sims, self.offsets, axis=1)
-        if preferred_weight:  # in place: no third [S, n_skills] array
+        if preferred_weight:  # in place: one [S, n_skills] temporary, the preferred labels' column
+            preferred = np.take(sims, self.offsets, axis=1)
+            preferred *= preferred_weight
             pooled *= 1.0 - preferred_weight
-            pooled += preferred_weight * np.take(sims, self.offsets, axis=1)
+            pooled += preferred
         return pooled
 
     @property
@@ -410,6 +412,9 @@ def load_overridden(model: Union[str, Path, Language], config: Dict[str, object]
     """A pipeline loaded with config overrides (``{"components.esco_skill_ranker.preferred_weight": 0.5}``), its
     skills re-embedded when an override names the ranker's ``skill_text``. Returns it and whether it re-embedded:
     comparing one trained encoder under two settings needs no copy of the pipeline on disk."""
+    if isinstance(model, Language) and config:
+        raise ConfigError("config overrides apply when a pipeline is loaded: give its folder or package name, "
+                          "not a loaded pipeline")
     nlp = load_pipeline(model, config=config)
     return nlp, sync_index(nlp, force=any(key.endswith(".skill_text") for key in config))
 
