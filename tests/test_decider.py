@@ -1,6 +1,7 @@
 """The decision component on the real ESCO data: a pipeline calibrated on a small real slice (400 NHS ads, the
 benchmark validation files), then what it decides, the evidence it shows, and how it is saved."""
 
+import math
 import shutil
 
 import numpy as np
@@ -287,8 +288,10 @@ def test_implied_skills_are_calibrated_on_their_preferred_label_score_when_the_r
     ranking[1].label_score, ranking[2].label_score = 0.5, 0.65
     labelled = skill_features(ranking, sent, explicit_weight=0.5)
     assert labelled[:, 0] == pytest.approx([0.95, 0.5, 0.65])
-    # gap and rank among the implied follow the calibrated score: C is now the first implied skill
-    assert labelled[2, 1:3] == pytest.approx([0.0, 0.0]) and labelled[1, 1] == pytest.approx(0.15)
+    # The gap among the implied follows the calibrated score (C is the best implied one), the rank the ranking (B
+    # first): the ranking orders a sentence's skills better, label_score compares them across sentences.
+    assert labelled[2, 1] == pytest.approx(0.0) and labelled[1, 1] == pytest.approx(0.15)
+    assert labelled[1, 2] == pytest.approx(0.0) and labelled[2, 2] == pytest.approx(math.log1p(1))
     assert labelled[0, 3] == pytest.approx(0.65) and plain[0, 3] == pytest.approx(0.7)  # the best implied score
 
 
