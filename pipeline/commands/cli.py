@@ -331,7 +331,7 @@ def compare(
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(comparison_json(results, a, b, metric=metric, resamples=resamples, seed=seed,
-                                                     a_config=set_a, b_config=set_b), indent=2))
+                                                     set_a=set_a, set_b=set_b), indent=2))
 
 
 @app.command()

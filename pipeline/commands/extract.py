@@ -21,9 +21,9 @@ A prediction is ``{"uri", "label", "score", "explicit", "spans": [{"start_char",
 "evidence": [{"start_char", "end_char", "text"}], "probability", "label_score"}``: ``probability`` (calibrated) is
 there for set members a decider decided, ``label_score`` (the cosine with the preferred label alone) when the
 ranker scores a skill over several of its labels, ``evidence`` holds the words that support the prediction (the
-mention of a literal one). ``no_skill_reason`` says why a sentence's set is empty when something decided so: ``"boilerplate"``,
-``"section:<name>"``, ``"heading"`` (the boilerplate filter), ``"no_skill"`` (the decider's gate); ``null``
-otherwise. Without a decider the set holds the literal matches of sentences no filter skipped.
+mention of a literal one). ``no_skill_reason`` says why a sentence's set is empty when something decided so:
+``"boilerplate"``, ``"section:<name>"``, ``"heading"`` (the boilerplate filter), ``"no_skill"`` (the decider's
+gate); ``null`` otherwise. Without a decider the set holds the literal matches of sentences no filter skipped.
 
 Offsets refer to ``doc.text``, the cleaned ad (HTML stripped, entities decoded), not to the raw input;
 ``truncated_chars`` > 0 when the ad was longer than the tokenizer's cap and its tail was not read.

@@ -129,10 +129,11 @@ def compare(a_models: Sequence[PathLike], b_models: Sequence[PathLike], files: S
 
 
 def comparison_json(results: Sequence[Comparison], a_models: Sequence[PathLike], b_models: Sequence[PathLike],
-                    *, metric: str, resamples: int, seed: int, a_config: Sequence[str] = (),
-                    b_config: Sequence[str] = ()) -> Dict:
+                    *, metric: str, resamples: int, seed: int, set_a: Sequence[str] = (),
+                    set_b: Sequence[str] = ()) -> Dict:
+    """Every number of a comparison, with the ``--set-a`` / ``--set-b`` overrides as the user wrote them."""
     return {"metric": metric, "resamples": resamples, "seed": seed, "a": [str(m) for m in a_models],
-            "b": [str(m) for m in b_models], "set_a": list(a_config), "set_b": list(b_config),
+            "b": [str(m) for m in b_models], "set_a": list(set_a), "set_b": list(set_b),
             "results": {r.name: r.to_json() for r in results}}
 
 
